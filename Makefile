@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make demo   set up, then run the main job on the embedded SQLite database
+#   make test   set up, then run every check and test (what CI runs)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test quick-test lint check-migrations bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reconciler demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check-migrations: $(STAMP)
+	rm -f build/alembic-check.sqlite
+	RECONCILER_DATABASE_URL=sqlite:///build/alembic-check.sqlite $(BIN)/alembic upgrade head
+	RECONCILER_DATABASE_URL=sqlite:///build/alembic-check.sqlite $(BIN)/alembic check
+
+test: $(STAMP) lint check-migrations
+	scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest
+
+quick-test: $(STAMP)
+	scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest -m "not e2e" -x -q
+
+bench: $(STAMP)
+	scripts/ensure-postgres.sh
+	$(BIN)/python benchmarks/plan_scale.py
+
+clean:
+	rm -rf $(VENV) build var .pytest_cache .hypothesis

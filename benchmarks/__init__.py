@@ -1,0 +1,1 @@
+"""Scale and speed measurements, run on demand (not part of the test suite)."""

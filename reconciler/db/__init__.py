@@ -1,0 +1,1 @@
+"""Database layer: models, engine and sessions, migrations, and the queries of the pass."""

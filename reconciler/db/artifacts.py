@@ -1,0 +1,174 @@
+"""Recording products in the database: one function per artifact, each an upsert.
+
+Action handlers call these from their ``record`` step, inside the transaction that marks the
+action done, so a product row and the action's completion land together or not at all.
+Running an action again (its product vanished) replaces the row instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from reconciler.db.models import (
+    CalibratedMS,
+    CalibrationSolution,
+    Image,
+    MeasurementSet,
+    Observation,
+    RegistryEntry,
+)
+from reconciler.errors import PermanentError
+
+
+def _upsert(conn: Connection, model: type, values: dict[str, Any], keys: list[str]) -> None:
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(model)
+    stmt = insert.values(**values)
+    changed = {k: stmt.excluded[k] for k in values if k not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed))
+
+
+def observation_id(conn: Connection, key: str) -> int:
+    """The id of observation ``key``.
+
+    Raises
+    ------
+    PermanentError
+        When no such observation exists.
+    """
+    found = conn.execute(select(Observation.id).where(Observation.key == key)).scalar()
+    if found is None:
+        raise PermanentError(f"observation {key} is not in the database")
+    return found
+
+
+def record_measurement_set(
+    conn: Connection,
+    key: str,
+    *,
+    path: str,
+    start: datetime,
+    mid: datetime,
+    end: datetime,
+    ra_deg: float,
+    dec_deg: float,
+    n_rows: int,
+    n_channels: int,
+) -> None:
+    """Record (or replace) the MS of observation ``key``."""
+    values = {
+        "observation_id": observation_id(conn, key),
+        "path": path,
+        "start_time": start,
+        "mid_time": mid,
+        "end_time": end,
+        "ra_deg": ra_deg,
+        "dec_deg": dec_deg,
+        "n_rows": n_rows,
+        "n_channels": n_channels,
+    }
+    _upsert(conn, MeasurementSet, values, ["observation_id"])
+
+
+def record_solution(
+    conn: Connection,
+    *,
+    calibrator_id: int,
+    key: str,
+    dec_deg: float,
+    transit: datetime,
+    valid_from: datetime,
+    valid_until: datetime,
+    tables: str,
+    snr: float | None,
+    flagged_fraction: float | None,
+) -> None:
+    """Record the solution solved on one calibrator transit; other solutions are untouched."""
+    values = {
+        "calibrator_id": calibrator_id,
+        "observation_id": observation_id(conn, key),
+        "dec_deg": dec_deg,
+        "transit_time": transit,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "tables": tables,
+        "snr": snr,
+        "flagged_fraction": flagged_fraction,
+    }
+    _upsert(conn, CalibrationSolution, values, ["calibrator_id", "observation_id"])
+
+
+def record_calibrated(conn: Connection, key: str, *, path: str, solution_id: int | None) -> None:
+    """Record (or replace) the calibrated MS of observation ``key``."""
+    values = {"observation_id": observation_id(conn, key), "path": path, "solution_id": solution_id}
+    _upsert(conn, CalibratedMS, values, ["observation_id"])
+
+
+def record_image(
+    conn: Connection,
+    key: str,
+    *,
+    path: str,
+    pb_path: str | None = None,
+    beam_major_arcsec: float | None = None,
+    beam_minor_arcsec: float | None = None,
+    beam_pa_deg: float | None = None,
+    rms_jy: float | None = None,
+) -> None:
+    """Record (or replace) the image tile of observation ``key``."""
+    values = {
+        "observation_id": observation_id(conn, key),
+        "path": path,
+        "pb_path": pb_path,
+        "beam_major_arcsec": beam_major_arcsec,
+        "beam_minor_arcsec": beam_minor_arcsec,
+        "beam_pa_deg": beam_pa_deg,
+        "rms_jy": rms_jy,
+    }
+    _upsert(conn, Image, values, ["observation_id"])
+
+
+def stage_mosaic(conn: Connection, group_id: int, generation: int, *, stage_path: str) -> None:
+    """Record the staged mosaic of one generation of a group (not yet published)."""
+    values = {
+        "kind": "mosaic",
+        "group_id": group_id,
+        "generation": generation,
+        "stage_path": stage_path,
+        "status": "staging",
+    }
+    _upsert(conn, RegistryEntry, values, ["kind", "group_id", "generation"])
+
+
+def mark_published(
+    conn: Connection,
+    group_id: int,
+    generation: int,
+    *,
+    published_path: str,
+    checksum: str,
+    at: datetime,
+) -> None:
+    """Mark a staged mosaic published at ``published_path``.
+
+    Raises
+    ------
+    PermanentError
+        When the mosaic was never staged.
+    """
+    result = conn.execute(
+        update(RegistryEntry)
+        .where(
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.group_id == group_id,
+            RegistryEntry.generation == generation,
+        )
+        .values(
+            status="published", published_path=published_path, checksum=checksum, published_at=at
+        )
+    )
+    if result.rowcount != 1:
+        raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")

@@ -1,0 +1,301 @@
+"""SQLAlchemy 2 typed models: the schema of DESIGN §3, refined.
+
+Desired state lives in ``mosaic_groups`` (window, origin, generation, paused, cancelled);
+the columns under "status" are written only by the service, like a Kubernetes object's
+status. Uniqueness is enforced by constraints, never by a Python ``if``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from reconciler.db.types import UTCDateTime, utcnow, window_end_after_start
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Integer primary keys that are 64-bit on PostgreSQL and rowids on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Phases after which a group is not re-examined by every pass.
+FINAL_PHASES = ("published", "cancelled", "invalid")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RawFile(Base):
+    """One UVH5 subband file found under the incoming directory."""
+
+    __tablename__ = "raw_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    observation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("observations.id", ondelete="SET NULL"), index=True
+    )
+    subband: Mapped[int | None] = mapped_column(Integer)
+    name_time: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    data_start: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    data_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dec_deg: Mapped[float | None] = mapped_column(Float)
+    n_channels: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class Observation(Base):
+    """One ~5-minute observation: the 16 subband files that share a data start time."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    end_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    dec_deg: Mapped[float] = mapped_column(Float)
+    n_subbands: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    ready: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    problem: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class MeasurementSet(Base):
+    """The MS converted from one observation, indexed from the MS itself."""
+
+    __tablename__ = "measurement_sets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    observation_id: Mapped[int] = mapped_column(
+        ForeignKey("observations.id", ondelete="CASCADE"), unique=True
+    )
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    mid_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float)
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+    n_channels: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class BandpassCalibrator(Base):
+    """A bandpass calibrator usable for dec strips within ``dec_tolerance_deg``."""
+
+    __tablename__ = "bandpass_calibrators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float, index=True)
+    flux_jy: Mapped[float] = mapped_column(Float)
+    dec_tolerance_deg: Mapped[float] = mapped_column(Float, server_default=text("1.5"))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class CalibrationSolution(Base):
+    """Tables solved on one calibrator transit; never overwritten by a later one."""
+
+    __tablename__ = "calibration_solutions"
+    __table_args__ = (UniqueConstraint("calibrator_id", "observation_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    calibrator_id: Mapped[int] = mapped_column(ForeignKey("bandpass_calibrators.id"))
+    observation_id: Mapped[int] = mapped_column(ForeignKey("observations.id"), index=True)
+    dec_deg: Mapped[float] = mapped_column(Float, index=True)
+    transit_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    tables: Mapped[str] = mapped_column(Text)
+    snr: Mapped[float | None] = mapped_column(Float)
+    flagged_fraction: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class CalibratedMS(Base):
+    """Which solution was applied to which observation, and where the result is."""
+
+    __tablename__ = "calibrated_ms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    observation_id: Mapped[int] = mapped_column(
+        ForeignKey("observations.id", ondelete="CASCADE"), unique=True
+    )
+    solution_id: Mapped[int | None] = mapped_column(ForeignKey("calibration_solutions.id"))
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class Image(Base):
+    """The image tile of one calibrated observation."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    observation_id: Mapped[int] = mapped_column(
+        ForeignKey("observations.id", ondelete="CASCADE"), unique=True
+    )
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    pb_path: Mapped[str | None] = mapped_column(Text)
+    beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_pa_deg: Mapped[float | None] = mapped_column(Float)
+    rms_jy: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class MosaicGroup(Base):
+    """A desired mosaic. A plain ``INSERT`` naming only the window is a complete request."""
+
+    __tablename__ = "mosaic_groups"
+    __table_args__ = (
+        UniqueConstraint("window_start", "window_end"),
+        CheckConstraint(window_end_after_start(), name="window_order"),
+        CheckConstraint("generation >= 1", name="generation_positive"),
+        Index(
+            "ix_mosaic_groups_active",
+            "window_start",
+            postgresql_where=text("phase NOT IN ('published', 'cancelled', 'invalid')"),
+            sqlite_where=text("phase NOT IN ('published', 'cancelled', 'invalid')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    origin: Mapped[str] = mapped_column(String(16), server_default="manual")
+    calibrator_name: Mapped[str | None] = mapped_column(String(64))
+    timespan_minutes: Mapped[float | None] = mapped_column(Float)
+    dec_deg: Mapped[float | None] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    cancelled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    # status: written by the service only
+    phase: Mapped[str] = mapped_column(String(16), server_default="new")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    next_action: Mapped[str | None] = mapped_column(Text)
+    published_path: Mapped[str | None] = mapped_column(Text)
+    status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MosaicGroupMember(Base):
+    """Group ↔ observation, in time order; ``role`` is ``member`` or ``calibration``."""
+
+    __tablename__ = "mosaic_group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("mosaic_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    observation_id: Mapped[int] = mapped_column(
+        ForeignKey("observations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16), server_default="member")
+
+
+class Action(Base):
+    """A claimable unit of work, leased to one worker at a time and fenced by its token."""
+
+    __tablename__ = "actions"
+    __table_args__ = (
+        UniqueConstraint("kind", "target", "generation"),
+        Index(
+            "ix_actions_claimable",
+            "priority",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_actions_leased",
+            "lease_expires_at",
+            postgresql_where=text("state = 'running'"),
+            sqlite_where=text("state = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(64), index=True)
+    generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mosaic_groups.id", ondelete="SET NULL"), index=True
+    )
+    priority: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RegistryEntry(Base):
+    """A product: staged, then published under ``published_path`` (never overwritten)."""
+
+    __tablename__ = "data_registry"
+    __table_args__ = (UniqueConstraint("kind", "group_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mosaic_groups.id", ondelete="SET NULL"), index=True
+    )
+    generation: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    stage_path: Mapped[str] = mapped_column(Text)
+    published_path: Mapped[str | None] = mapped_column(Text, unique=True)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), server_default="staging")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    """Append-only history of every action outcome and state change."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_group_id_id", "group_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow(), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    group_id: Mapped[int | None] = mapped_column(Integer)
+    action_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)

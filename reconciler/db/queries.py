@@ -1,0 +1,361 @@
+"""The writes of the pass: enqueue, claim, heartbeat, complete, fail, release, reclaim.
+
+Every statement about a claimed action is conditional on its lease token and checks the
+row count, so a worker that lost its lease can never overwrite the new holder's work.
+Round trips are the cost of a queue: each function here is one or two statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, case, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from reconciler.db.models import Action, Event, MosaicGroup
+from reconciler.model import ActionKey, ActionKind, ActionSpec, ActionState, ClaimedAction
+from reconciler.retry import GiveUp, RetryLater
+
+
+def record_event(
+    conn: Connection,
+    kind: str,
+    message: str,
+    *,
+    at: datetime,
+    group_id: int | None = None,
+    action_id: int | None = None,
+    actor: str | None = None,
+) -> None:
+    """Append one row to the event history."""
+    conn.execute(
+        Event.__table__.insert().values(
+            at=at, kind=kind, message=message, group_id=group_id, action_id=action_id, actor=actor
+        )
+    )
+
+
+def _insert(conn: Connection):
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Action)
+
+
+def enqueue(conn: Connection, specs: Sequence[ActionSpec], *, now: datetime) -> int:
+    """Insert actions that do not exist yet; existing keys are left alone (no duplicates).
+
+    Returns the number of rows inserted.
+    """
+    if not specs:
+        return 0
+    rows = [
+        {
+            "kind": str(s.key.kind),
+            "target": s.key.target,
+            "generation": s.key.generation,
+            "group_id": s.group_id,
+            "priority": s.priority,
+            "created_at": now,
+        }
+        for s in specs
+    ]
+    stmt = (
+        _insert(conn)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["kind", "target", "generation"])
+        .returning(Action.id)
+    )
+    return len(conn.execute(stmt).all())
+
+
+def requeue(conn: Connection, spec: ActionSpec, *, now: datetime) -> bool:
+    """Queue again a finished action whose product has gone, or a cancelled one that is
+    wanted again, if nobody touched the row since observe read it.
+
+    The condition on ``version`` is optimistic concurrency: if another worker changed the
+    row after this pass read it, nothing happens and the next pass looks again.
+    """
+    assert spec.redo_version is not None
+    result = conn.execute(
+        update(Action)
+        .where(
+            _key_matches(spec.key),
+            Action.state.in_([str(ActionState.DONE), str(ActionState.CANCELLED)]),
+            Action.version == spec.redo_version,
+        )
+        .values(
+            state=str(ActionState.PENDING),
+            attempts=0,
+            not_before=None,
+            priority=spec.priority,
+            group_id=spec.group_id,
+            version=Action.version + 1,
+            finished_at=None,
+        )
+    )
+    return result.rowcount == 1
+
+
+def _key_matches(key: ActionKey):
+    return and_(
+        Action.kind == str(key.kind),
+        Action.target == key.target,
+        Action.generation == key.generation,
+    )
+
+
+def claim(
+    conn: Connection,
+    *,
+    owner: str,
+    kinds: Iterable[ActionKind],
+    now: datetime,
+    lease_seconds: float,
+    limit: int = 1,
+) -> list[ClaimedAction]:
+    """Lease up to ``limit`` runnable actions, earliest window first.
+
+    PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
+    serialises claimers on ``BEGIN IMMEDIATE``. The caller's transaction commits the claim.
+    """
+    kind_names = [str(k) for k in kinds]
+    if not kind_names:
+        return []
+    candidates = (
+        select(Action.id)
+        .where(
+            Action.state == str(ActionState.PENDING),
+            Action.kind.in_(kind_names),
+            or_(Action.not_before.is_(None), Action.not_before <= now),
+        )
+        .order_by(Action.priority, Action.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    token = str(uuid.uuid4())
+    stmt = (
+        update(Action)
+        .where(Action.id.in_(candidates.scalar_subquery()))
+        .values(
+            state=str(ActionState.RUNNING),
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            started_at=now,
+            attempts=Action.attempts + 1,
+            version=Action.version + 1,
+        )
+        .returning(
+            Action.id,
+            Action.kind,
+            Action.target,
+            Action.generation,
+            Action.group_id,
+            Action.attempts,
+            Action.priority,
+        )
+    )
+    claimed = [
+        ClaimedAction(
+            id=row.id,
+            key=ActionKey(ActionKind(row.kind), row.target, row.generation),
+            group_id=row.group_id,
+            attempts=row.attempts,
+            owner=owner,
+            token=token,
+            priority=row.priority,
+        )
+        for row in conn.execute(stmt)
+    ]
+    return sorted(claimed, key=lambda c: (c.priority, c.id))
+
+
+def _held(action: ClaimedAction):
+    return and_(
+        Action.id == action.id,
+        Action.lease_token == action.token,
+        Action.state == str(ActionState.RUNNING),
+    )
+
+
+def heartbeat(
+    conn: Connection, action: ClaimedAction, *, now: datetime, lease_seconds: float
+) -> bool:
+    """Extend the lease; False means it was lost (expired and reclaimed by someone else)."""
+    result = conn.execute(
+        update(Action)
+        .where(_held(action))
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount == 1
+
+
+def complete(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
+    """Mark a held action done. False means the lease was lost and nothing was written."""
+    result = conn.execute(
+        update(Action)
+        .where(_held(action))
+        .values(
+            state=str(ActionState.DONE),
+            finished_at=now,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            last_error=None,
+            error_kind=None,
+            not_before=None,
+            version=Action.version + 1,
+        )
+    )
+    return result.rowcount == 1
+
+
+def fail(
+    conn: Connection,
+    action: ClaimedAction,
+    decision: RetryLater | GiveUp,
+    *,
+    error_kind: str,
+    message: str,
+    now: datetime,
+) -> bool:
+    """Record a failed attempt: back to pending after a delay, or terminally failed."""
+    values = _failure_values(decision, error_kind=error_kind, message=message, now=now)
+    result = conn.execute(update(Action).where(_held(action)).values(**values))
+    return result.rowcount == 1
+
+
+def _failure_values(
+    decision: RetryLater | GiveUp, *, error_kind: str, message: str, now: datetime
+) -> dict[str, object]:
+    values: dict[str, object] = {
+        "lease_owner": None,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "last_error": message,
+        "error_kind": error_kind,
+        "finished_at": now,
+        "version": Action.version + 1,
+    }
+    if isinstance(decision, RetryLater):
+        values["state"] = str(ActionState.PENDING)
+        values["not_before"] = now + timedelta(seconds=decision.delay_seconds)
+    else:
+        values["state"] = str(ActionState.FAILED)
+        values["last_error"] = decision.reason
+    return values
+
+
+def release(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
+    """Give a held action back untouched (shutdown): pending again, the attempt not counted."""
+    result = conn.execute(
+        update(Action)
+        .where(_held(action))
+        .values(
+            state=str(ActionState.PENDING),
+            attempts=case((Action.attempts > 0, Action.attempts - 1), else_=0),
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            version=Action.version + 1,
+        )
+    )
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    """A running action whose holder stopped heart-beating."""
+
+    id: int
+    key: ActionKey
+    group_id: int | None
+    attempts: int
+    owner: str | None
+    expired_at: datetime
+
+
+def expired_leases(conn: Connection, *, now: datetime, limit: int = 100) -> list[ExpiredLease]:
+    """Running actions whose lease ran out, locked for this transaction to settle."""
+    stmt = (
+        select(
+            Action.id,
+            Action.kind,
+            Action.target,
+            Action.generation,
+            Action.group_id,
+            Action.attempts,
+            Action.lease_owner,
+            Action.lease_expires_at,
+        )
+        .where(Action.state == str(ActionState.RUNNING), Action.lease_expires_at < now)
+        .order_by(Action.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [
+        ExpiredLease(
+            id=row.id,
+            key=ActionKey(ActionKind(row.kind), row.target, row.generation),
+            group_id=row.group_id,
+            attempts=row.attempts,
+            owner=row.lease_owner,
+            expired_at=row.lease_expires_at,
+        )
+        for row in conn.execute(stmt)
+    ]
+
+
+def settle_expired(
+    conn: Connection, lease: ExpiredLease, decision: RetryLater | GiveUp, *, now: datetime
+) -> bool:
+    """Return an expired action to the queue (or fail it), if it is still the same lease."""
+    message = f"lease of {lease.owner} expired at {lease.expired_at:%Y-%m-%d %H:%M:%S}"
+    values = _failure_values(decision, error_kind="lease_expired", message=message, now=now)
+    result = conn.execute(
+        update(Action)
+        .where(
+            Action.id == lease.id,
+            Action.state == str(ActionState.RUNNING),
+            Action.lease_expires_at == lease.expired_at,
+        )
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def group_exists(conn: Connection, group_id: int) -> bool:
+    """True when a mosaic group with this id exists."""
+    found = conn.execute(select(MosaicGroup.id).where(MosaicGroup.id == group_id)).first()
+    return found is not None
+
+
+def cancel_pending(conn: Connection, group_id: int, *, now: datetime) -> int:
+    """Cancel the queued (not running) actions a group asked for; returns how many.
+
+    Another group that still wants one of them queues it again on its next pass.
+    """
+    result = conn.execute(
+        update(Action)
+        .where(Action.group_id == group_id, Action.state == str(ActionState.PENDING))
+        .values(state=str(ActionState.CANCELLED), finished_at=now, version=Action.version + 1)
+    )
+    return result.rowcount
+
+
+def reset_failed(conn: Connection, targets: Iterable[str]) -> int:
+    """Give failed actions on these targets a fresh set of attempts; returns how many."""
+    result = conn.execute(
+        update(Action)
+        .where(Action.target.in_(sorted(set(targets))), Action.state == str(ActionState.FAILED))
+        .values(
+            state=str(ActionState.PENDING),
+            attempts=0,
+            not_before=None,
+            finished_at=None,
+            version=Action.version + 1,
+        )
+    )
+    return result.rowcount

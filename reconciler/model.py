@@ -1,0 +1,207 @@
+"""Plain values shared by every layer: enums and frozen dataclasses, no I/O.
+
+The vocabulary follows the reconcile contract: a :class:`DesiredGroup` is what someone asked
+for, a :class:`GroupObserved` is what the world holds for it right now, and the pure core
+turns the two into :class:`ActionSpec` values (what should happen next) and a
+:class:`GroupDecision` (the status to show).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ActionKind(enum.StrEnum):
+    """Pipeline actions, in the order a window needs them."""
+
+    CONVERT = "convert"
+    SOLVE = "solve"
+    APPLY = "apply"
+    IMAGE = "image"
+    MOSAIC = "mosaic"
+    PUBLISH = "publish"
+
+    @property
+    def rank(self) -> int:
+        """Position in the pipeline; earlier stages sort first among equal windows."""
+        return _KIND_RANK[self]
+
+
+_KIND_RANK = {kind: rank for rank, kind in enumerate(ActionKind)}
+
+
+class ActionState(enum.StrEnum):
+    """Life cycle of one claimable action row."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Phase(enum.StrEnum):
+    """Where a desired mosaic stands; shown by ``status`` and the ``mosaic_status`` view."""
+
+    NEW = "new"
+    WAITING = "waiting"
+    CONVERTING = "converting"
+    CALIBRATING = "calibrating"
+    IMAGING = "imaging"
+    MOSAICKING = "mosaicking"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    INSUFFICIENT = "insufficient"
+    INVALID = "invalid"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True when no further pass will change the phase without a person acting."""
+        return self in {Phase.PUBLISHED, Phase.CANCELLED, Phase.INVALID}
+
+
+class Origin(enum.StrEnum):
+    """How a desired mosaic came to exist."""
+
+    MANUAL = "manual"
+    CALIBRATOR = "calibrator"
+    TILING = "tiling"
+
+
+#: Observation-level actions carry this generation; only group actions follow the group's.
+OBSERVATION_GENERATION = 0
+
+
+@dataclass(frozen=True, order=True)
+class ActionKey:
+    """Identity of an action: the unique constraint of the ``actions`` table."""
+
+    kind: ActionKind
+    target: str
+    generation: int = OBSERVATION_GENERATION
+
+
+@dataclass(frozen=True)
+class ActionStatus:
+    """What the ``actions`` table says about one key, as read by observe."""
+
+    key: ActionKey
+    state: ActionState
+    attempts: int
+    version: int
+    not_before: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action the world needs next.
+
+    ``priority`` is the start of the earliest window that wants it, so work drains
+    earliest-window first. ``redo_version`` is set when a finished action's product has
+    vanished: the action is reset only if its row still has that version.
+    """
+
+    key: ActionKey
+    priority: datetime
+    group_id: int
+    redo_version: int | None = None
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str, int]:
+        """Earliest window first, then pipeline order, then target name."""
+        return (self.priority, self.key.kind.rank, self.key.target, self.key.generation)
+
+
+@dataclass(frozen=True)
+class DesiredGroup:
+    """A row of ``mosaic_groups``: the desired state, as a person or the tiler asked."""
+
+    id: int
+    window_start: datetime | None
+    window_end: datetime | None
+    generation: int = 1
+    paused: bool = False
+    cancelled: bool = False
+    origin: Origin = Origin.MANUAL
+    calibrator: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservationState:
+    """One member observation and the artifacts that exist for it."""
+
+    key: str
+    start: datetime
+    end: datetime
+    dec_deg: float
+    ready: bool = True
+    problem: str | None = None
+    converted: bool = False
+    calibrated: bool = False
+    imaged: bool = False
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    """Calibration available to a group's dec strip.
+
+    ``solved`` means a valid solution covers the members; otherwise ``solve_target`` names
+    the observation holding the calibrator transit to solve on (``solve_target_converted``
+    once its MS exists), or ``problem`` says why there is none.
+    """
+
+    solved: bool = False
+    solve_target: str | None = None
+    solve_target_converted: bool = False
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupObserved:
+    """Everything the pure core needs to know about one desired mosaic."""
+
+    group: DesiredGroup
+    members: tuple[ObservationState, ...] = ()
+    calibration: CalibrationState = CalibrationState()
+    data_through: datetime | None = None
+    mosaic_done: bool = False
+    published_path: str | None = None
+    actions: dict[ActionKey, ActionStatus] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupDecision:
+    """The status the pass writes back onto a group, with the actions it wants."""
+
+    group_id: int
+    phase: Phase
+    reason: str
+    next_action: str | None
+    wanted: tuple[ActionSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Decisions for every active group and the merged, ordered actions they want."""
+
+    decisions: tuple[GroupDecision, ...]
+    actions: tuple[ActionSpec, ...]
+
+
+@dataclass(frozen=True)
+class ClaimedAction:
+    """An action leased to one worker; ``token`` fences every write about it."""
+
+    id: int
+    key: ActionKey
+    group_id: int | None
+    attempts: int
+    owner: str
+    token: str
+    priority: datetime

@@ -1,0 +1,73 @@
+"""Deterministic names: action targets and the paths every product is written to.
+
+The same inputs always give the same name, so a rerun finds the work it already did instead
+of duplicating it (controller-runtime's rule for everything a reconciler creates).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+OBSERVATION_PREFIX = "obs:"
+GROUP_PREFIX = "group:"
+
+
+def observation_key(start: datetime) -> str:
+    """Key of an observation: its data start time in UTC to the second, ISO format."""
+    return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def observation_target(key: str) -> str:
+    """Action target naming an observation."""
+    return f"{OBSERVATION_PREFIX}{key}"
+
+
+def group_target(group_id: int) -> str:
+    """Action target naming a mosaic group."""
+    return f"{GROUP_PREFIX}{group_id}"
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """Split an action target into ``("obs", key)`` or ``("group", id)``.
+
+    Raises
+    ------
+    ValueError
+        If the target has neither prefix.
+    """
+    for prefix in (OBSERVATION_PREFIX, GROUP_PREFIX):
+        if target.startswith(prefix):
+            return prefix[:-1], target[len(prefix) :]
+    raise ValueError(f"action target {target!r} names neither an observation nor a group")
+
+
+def measurement_set_path(work: Path, key: str) -> Path:
+    """Where the MS converted from observation ``key`` lives."""
+    return work / "ms" / key[:10] / f"{key}.ms"
+
+
+def calibrated_ms_path(work: Path, key: str) -> Path:
+    """Where the calibrated copy of observation ``key`` lives."""
+    return work / "calibrated" / key[:10] / f"{key}.cal.ms"
+
+
+def caltable_prefix(work: Path, key: str) -> Path:
+    """Prefix of the calibration tables solved on observation ``key``."""
+    return work / "caltables" / key[:10] / key
+
+
+def image_prefix(work: Path, key: str) -> Path:
+    """Prefix of the image products of observation ``key``."""
+    return work / "images" / key[:10] / key
+
+
+def window_label(start: datetime, end: datetime) -> str:
+    """Compact label of a window, used in mosaic file names."""
+    fmt = "%Y%m%dT%H%M%S"
+    return f"{start.astimezone(UTC).strftime(fmt)}_{end.astimezone(UTC).strftime(fmt)}"
+
+
+def staging_dir(work: Path, group_id: int, generation: int) -> Path:
+    """Staging directory of one generation of one mosaic group."""
+    return work / "staging" / f"group{group_id:06d}_g{generation}"

@@ -1,0 +1,602 @@
+"""The reconcile pass and the APScheduler wiring of the background service.
+
+A pass: settle expired leases → observe → decide → enqueue what is missing and write each
+group's status → claim and perform actions (earliest window first) → repeat until nothing
+is runnable or the pass's caps (actions, seconds) are reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, update
+from sqlalchemy.exc import DBAPIError
+
+from reconciler.config import Settings
+from reconciler.db import queries
+from reconciler.db.engine import reading, writing
+from reconciler.db.migrate import require_head
+from reconciler.db.models import MosaicGroup, MosaicGroupMember
+from reconciler.decide import decide
+from reconciler.discover import DiscoveryPolicy, DiscoveryReport, discover
+from reconciler.errors import ActionError, PermanentError, TemporaryError
+from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
+from reconciler.observe import ObservedGroup, Snapshot, TransitFinder, observe, transit_finder
+from reconciler.retry import FailureKind, GiveUp, RetryLater, after_failure
+from reconciler.steps.registry import ActionRegistry
+from reconciler.steps.runner import (
+    ChildLimits,
+    Failed,
+    Interrupted,
+    LeaseLost,
+    Outcome,
+    Succeeded,
+    run_in_child,
+)
+from reconciler.wanting import WantReport, want
+
+log = logging.getLogger("reconciler")
+
+#: How long an idle worker waits for its busy peers to unlock more work.
+_IDLE_WAIT_SECONDS = 0.2
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def worker_name() -> str:
+    """A name for this worker that is unique across hosts and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class ActionReport:
+    """How one claimed action ended in this pass."""
+
+    action_id: int
+    label: str
+    outcome: str
+    seconds: float
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True for an attempt that ended in an error (retried or terminal)."""
+        return self.outcome in {"retry", "failed"}
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    started: datetime
+    seconds: float = 0.0
+    reconciles: int = 0
+    enqueued: int = 0
+    reclaimed: int = 0
+    discovery: DiscoveryReport | None = None
+    wanting: WantReport | None = None
+    actions: list[ActionReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """True when any action attempt in this pass failed."""
+        return any(a.failed for a in self.actions)
+
+
+class Reconciler:
+    """Performs passes for one worker against one database.
+
+    ``clock``, ``jitter`` and ``transits`` are injectable so tests control time and
+    randomness; in production they are the wall clock, ``random.random`` and the transits
+    at the configured site.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        registry: ActionRegistry,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        jitter: Callable[[], float] = random.random,
+        transits: TransitFinder | None = None,
+        discover_files: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.discover_files = discover_files
+        self.settings = settings
+        self.registry = registry
+        self.owner = owner or worker_name()
+        self.clock = clock
+        self.jitter = jitter
+        self.transits = transits if transits is not None else transit_finder(settings.site)
+        self._report_lock = threading.Lock()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def snapshot(self, group_ids: list[int] | None = None) -> Snapshot:
+        """Observe the active groups (or the given ones) without changing anything."""
+        return observe(
+            self.engine,
+            self.registry,
+            self.settings,
+            now=self.clock(),
+            group_ids=group_ids,
+            transits=self.transits,
+        )
+
+    def plan(self, group_ids: list[int] | None = None) -> tuple[Snapshot, Plan]:
+        """What the next pass would decide, and the snapshot it decided on; read-only."""
+        snapshot = self.snapshot(group_ids)
+        plan = decide(snapshot.observed, now=snapshot.at, policy=self.settings.decide_policy)
+        return snapshot, plan
+
+    # --- the pass ------------------------------------------------------------------------
+
+    def run_pass(self, stop: threading.Event | None = None) -> PassReport:
+        """One pass: reconcile and perform actions until idle, stopped, or out of budget.
+
+        Each worker reconciles again before every claim, so the stage an action unlocks
+        competes at once, by window start, with the rest: the earliest window fills first.
+        """
+        stop = stop or threading.Event()
+        started_clock = time.monotonic()
+        report = PassReport(started=self.clock())
+        budget = _Budget(
+            self.settings.passes.max_actions, started_clock + self.settings.passes.max_seconds
+        )
+        report.reclaimed = self.reclaim_expired()
+        if self.discover_files:
+            report.discovery = self.discover()
+        report.wanting = self.want()
+        workers = self.settings.passes.workers
+        if workers == 1:
+            self._work(stop, budget, report)
+        else:
+            threads = [
+                threading.Thread(target=self._work, args=(stop, budget, report), name=f"worker-{i}")
+                for i in range(workers)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if not report.reconciles:
+            self._count_reconcile(report, self.reconcile())
+        report.seconds = time.monotonic() - started_clock
+        return report
+
+    def discover(self) -> DiscoveryReport:
+        """Read new or changed raw files and (re)group them into observations."""
+        d = self.settings.discovery
+        policy = DiscoveryPolicy(
+            grace=timedelta(minutes=d.grace_minutes),
+            min_subbands=d.min_subbands,
+            expected_subbands=d.expected_subbands,
+        )
+        found = discover(self.engine, self.settings.paths.incoming, now=self.clock(), policy=policy)
+        for path, error in found.errors.items():
+            log.warning("raw file %s skipped: %s", path, error)
+        return found
+
+    def want(self) -> WantReport:
+        """Desired state the service derives itself: calibrator-only rows get their window,
+        the default tiling its next windows (if ``tiling.enabled``), and late data a note."""
+        return want(
+            self.engine, self.settings, transits=self.transits, now=self.clock(), actor=self.owner
+        )
+
+    def reconcile(self) -> int:
+        """Observe, decide, and write back: new actions and group statuses. Returns #queued."""
+        snapshot, plan = self.plan()
+        return self.apply(snapshot, plan)
+
+    def apply(self, snapshot: Snapshot, plan: Plan) -> int:
+        """Enqueue the plan's new actions and write changed statuses, in one transaction."""
+        now = snapshot.at
+        new = [s for s in plan.actions if s.key not in snapshot.known_actions]
+        redo = [s for s in plan.actions if s.redo_version is not None]
+        groups = {g.observed.group.id: g for g in snapshot.groups}
+        changed = [
+            d
+            for d in plan.decisions
+            if _status_changed(groups[d.group_id], d) or _membership_changed(groups[d.group_id])
+        ]
+        if not (new or redo or changed):
+            return 0
+        with writing(self.engine) as conn:
+            queued = queries.enqueue(conn, new, now=now)
+            for spec in redo:
+                if queries.requeue(conn, spec, now=now):
+                    queries.record_event(
+                        conn,
+                        "action_requeued",
+                        f"{spec.key.kind} {spec.key.target}: queued again",
+                        at=now,
+                        group_id=spec.group_id,
+                        actor=self.owner,
+                    )
+            for decision in changed:
+                _write_status(conn, groups[decision.group_id], decision, now, self.owner)
+        return queued
+
+    def reclaim_expired(self) -> int:
+        """Return actions whose holder stopped heart-beating to the queue (or fail them)."""
+        now = self.clock()
+        policy = self.settings.retry_policy
+        with writing(self.engine) as conn:
+            leases = queries.expired_leases(conn, now=now)
+            for lease in leases:
+                message = f"lease of {lease.owner} expired"
+                decision = after_failure(
+                    policy,
+                    attempts=lease.attempts,
+                    kind=FailureKind.LEASE_EXPIRED,
+                    message=message,
+                    jitter_draw=self.jitter(),
+                )
+                if queries.settle_expired(conn, lease, decision, now=now):
+                    queries.record_event(
+                        conn,
+                        "lease_expired",
+                        f"{lease.key.kind} {lease.key.target}: {message}; "
+                        f"{_decision_text(decision)}",
+                        at=now,
+                        group_id=lease.group_id,
+                        action_id=lease.id,
+                        actor=self.owner,
+                    )
+        return len(leases)
+
+    def _work(self, stop: threading.Event, budget: _Budget, report: PassReport) -> None:
+        """One worker's loop: reconcile, claim, perform; wait while others may unlock work."""
+        while not stop.is_set() and budget.take():
+            self._count_reconcile(report, self.reconcile())
+            claimed = self.claim_next()
+            if claimed is None:
+                budget.give_back()
+                if not budget.others_busy():
+                    return
+                stop.wait(_IDLE_WAIT_SECONDS)
+                continue
+            try:
+                result = self.perform(claimed, stop)
+            finally:
+                budget.finished()
+            with self._report_lock:
+                report.actions.append(result)
+
+    def _count_reconcile(self, report: PassReport, queued: int) -> None:
+        with self._report_lock:
+            report.reconciles += 1
+            report.enqueued += queued
+
+    def claim_next(self) -> ClaimedAction | None:
+        """Lease the earliest runnable action this worker can perform, if any."""
+        with writing(self.engine) as conn:
+            claimed = queries.claim(
+                conn,
+                owner=self.owner,
+                kinds=self.registry.kinds,
+                now=self.clock(),
+                lease_seconds=self.settings.lease.seconds,
+            )
+        return claimed[0] if claimed else None
+
+    def perform(self, claimed: ClaimedAction, stop: threading.Event) -> ActionReport:
+        """Run one claimed action out of process and record its outcome, fenced by its token."""
+        handler = self.registry[claimed.key.kind]
+        label = f"{claimed.key.kind} {claimed.key.target}"
+        try:
+            with reading(self.engine) as conn:
+                payload = handler.prepare(conn, claimed, self.settings)
+        except ActionError as exc:
+            kind = (
+                FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TEMPORARY
+            )
+            delay = exc.delay_seconds if isinstance(exc, TemporaryError) else None
+            outcome: Outcome = Failed(kind, str(exc), 0.0, delay)
+        else:
+            limits = ChildLimits(
+                timeout_seconds=handler.timeout_seconds or self.settings.actions.timeout_seconds,
+                heartbeat_seconds=self.settings.lease.heartbeat_seconds,
+                env=handler.child_env(self.settings) if handler.child_env else {},
+            )
+            outcome = run_in_child(
+                handler.run,
+                payload,
+                limits,
+                renew_lease=lambda: self._renew(claimed),
+                stop=stop,
+                log_path=self._log_path(claimed),
+            )
+        report = self._settle(claimed, payload, outcome)
+        log.info(
+            "%s attempt %d: %s after %.1f s%s",
+            label,
+            claimed.attempts,
+            report.outcome,
+            report.seconds,
+            f": {report.message}" if report.message else "",
+        )
+        return report
+
+    def _log_path(self, claimed: ClaimedAction) -> Path:
+        """Where the child's output goes: one file per action, appended per attempt."""
+        name = f"{claimed.key.kind}_{claimed.key.target.replace(':', '_')}.log"
+        path = self.settings.paths.work / "logs" / "actions" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _renew(self, claimed: ClaimedAction) -> bool:
+        try:
+            with writing(self.engine) as conn:
+                return queries.heartbeat(
+                    conn, claimed, now=self.clock(), lease_seconds=self.settings.lease.seconds
+                )
+        except DBAPIError as exc:
+            # A database hiccup is not a lost lease: keep the child, try at the next beat.
+            log.warning("heartbeat for action %d failed: %s", claimed.id, exc)
+            return True
+
+    def _settle(
+        self, claimed: ClaimedAction, payload: dict[str, Any], outcome: Outcome
+    ) -> ActionReport:
+        label = f"{claimed.key.kind} {claimed.key.target}"
+        now = self.clock()
+        if isinstance(outcome, Succeeded):
+            try:
+                with writing(self.engine) as conn:
+                    if not queries.complete(conn, claimed, now=now):
+                        return self._lost(claimed, label, outcome.seconds)
+                    self.registry[claimed.key.kind].record(conn, claimed, payload, outcome.result)
+                    queries.record_event(
+                        conn,
+                        "action_done",
+                        f"{label} done in {outcome.seconds:.1f} s",
+                        at=now,
+                        group_id=claimed.group_id,
+                        action_id=claimed.id,
+                        actor=self.owner,
+                    )
+                return ActionReport(claimed.id, label, "done", outcome.seconds)
+            except ActionError as exc:
+                kind = (
+                    FailureKind.PERMANENT
+                    if isinstance(exc, PermanentError)
+                    else FailureKind.TEMPORARY
+                )
+                outcome = Failed(kind, f"recording the result failed: {exc}", outcome.seconds)
+        if isinstance(outcome, LeaseLost):
+            return self._lost(claimed, label, outcome.seconds)
+        if isinstance(outcome, Interrupted):
+            with writing(self.engine) as conn:
+                queries.release(conn, claimed, now=now)
+                queries.record_event(
+                    conn,
+                    "action_released",
+                    f"{label} released: the worker is stopping",
+                    at=now,
+                    group_id=claimed.group_id,
+                    action_id=claimed.id,
+                    actor=self.owner,
+                )
+            return ActionReport(claimed.id, label, "released", outcome.seconds)
+        assert isinstance(outcome, Failed)
+        decision = after_failure(
+            self.settings.retry_policy,
+            attempts=claimed.attempts,
+            kind=outcome.kind,
+            message=outcome.message,
+            jitter_draw=self.jitter(),
+            requested_delay=outcome.delay_seconds,
+        )
+        with writing(self.engine) as conn:
+            if not queries.fail(
+                conn, claimed, decision, error_kind=outcome.kind, message=outcome.message, now=now
+            ):
+                return self._lost(claimed, label, outcome.seconds)
+            text = _decision_text(decision)
+            queries.record_event(
+                conn,
+                "action_failed" if text.startswith("failed") else "action_retry",
+                f"{label}: {outcome.message}; {text}",
+                at=now,
+                group_id=claimed.group_id,
+                action_id=claimed.id,
+                actor=self.owner,
+            )
+        verdict = "failed" if text.startswith("failed") else "retry"
+        return ActionReport(claimed.id, label, verdict, outcome.seconds, outcome.message)
+
+    def _lost(self, claimed: ClaimedAction, label: str, seconds: float) -> ActionReport:
+        with writing(self.engine) as conn:
+            queries.record_event(
+                conn,
+                "lease_lost",
+                f"{label}: lease lost; this worker's result was discarded",
+                at=self.clock(),
+                group_id=claimed.group_id,
+                action_id=claimed.id,
+                actor=self.owner,
+            )
+        return ActionReport(claimed.id, label, "lease-lost", seconds)
+
+
+class _Budget:
+    """Caps shared by the worker threads of one pass (actions started, wall time), and the
+    count of actions in flight, so an idle worker knows whether more work may appear."""
+
+    def __init__(self, max_actions: int, deadline: float) -> None:
+        self._left = max_actions
+        self._deadline = deadline
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0 or time.monotonic() >= self._deadline:
+                return False
+            self._left -= 1
+            self._busy += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._left += 1
+            self._busy -= 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    def others_busy(self) -> bool:
+        with self._lock:
+            return self._busy > 0
+
+
+def _failure_of(exc: ActionError, prefix: str, seconds: float) -> Failed:
+    """An error raised in the parent (prepare or record), as a failed outcome."""
+    kind = FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TEMPORARY
+    delay = exc.delay_seconds if isinstance(exc, TemporaryError) else None
+    return Failed(kind, f"{prefix}{exc}", seconds, delay)
+
+
+def _decision_text(decision: RetryLater | GiveUp) -> str:
+    if isinstance(decision, RetryLater):
+        return f"retry in {decision.delay_seconds:.0f} s"
+    return f"failed: {decision.reason}"
+
+
+def _status_changed(group: ObservedGroup, decision: GroupDecision) -> bool:
+    return (group.stored_phase, group.stored_reason, group.stored_next_action) != (
+        str(decision.phase),
+        decision.reason,
+        decision.next_action,
+    )
+
+
+def _membership_changed(group: ObservedGroup) -> bool:
+    frozen = group.observed.mosaic_done or group.observed.published_path is not None
+    dec_unset = group.stored_dec_deg is None and bool(group.observed.members)
+    return dec_unset or (not frozen and set(group.member_ids) != group.recorded_member_ids)
+
+
+def _write_status(
+    conn: Connection, group: ObservedGroup, decision: GroupDecision, now: datetime, actor: str
+) -> None:
+    """Write one group's status columns and membership; log a phase change as an event."""
+    group_id = decision.group_id
+    values: dict[str, object] = {
+        "phase": str(decision.phase),
+        "status_reason": decision.reason,
+        "next_action": decision.next_action,
+        "status_updated_at": now,
+    }
+    if decision.phase is Phase.PUBLISHED:
+        values["published_path"] = group.observed.published_path
+    if group.stored_dec_deg is None and group.observed.members:
+        values["dec_deg"] = group.observed.members[0].dec_deg
+    conn.execute(update(MosaicGroup).where(MosaicGroup.id == group_id).values(**values))
+    if _membership_changed(group) and not group.observed.mosaic_done:
+        conn.execute(
+            delete(MosaicGroupMember).where(
+                MosaicGroupMember.group_id == group_id, MosaicGroupMember.role == "member"
+            )
+        )
+        if group.member_ids:
+            conn.execute(
+                MosaicGroupMember.__table__.insert(),
+                [
+                    {"group_id": group_id, "observation_id": oid, "position": i, "role": "member"}
+                    for i, oid in enumerate(group.member_ids)
+                ],
+            )
+    if group.stored_phase != str(decision.phase):
+        queries.record_event(
+            conn,
+            "phase",
+            f"{group.stored_phase} → {decision.phase}: {decision.reason}",
+            at=now,
+            group_id=group_id,
+            actor=actor,
+        )
+
+
+def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
+    """Run passes on the configured schedule until SIGTERM/SIGINT; one pass at a time.
+
+    Missed runs are coalesced into one, and a pass never overlaps the previous one. On a
+    signal the current action's child is stopped and its claim released before exiting.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    require_head(reconciler.engine)
+    settings = reconciler.settings
+    stop = threading.Event()
+    if settings.schedule.cron:
+        trigger = CronTrigger.from_crontab(settings.schedule.cron, timezone=UTC)
+    else:
+        trigger = IntervalTrigger(seconds=settings.schedule.interval_seconds, timezone=UTC)
+
+    def one_pass() -> None:
+        report = reconciler.run_pass(stop)
+        log.info(
+            "pass: %d action(s), %d failed, %d queued, %d lease(s) reclaimed, %.1f s",
+            len(report.actions),
+            sum(a.failed for a in report.actions),
+            report.enqueued,
+            report.reclaimed,
+            report.seconds,
+        )
+
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": int(settings.schedule.misfire_grace_seconds),
+        },
+    )
+    scheduler.add_job(one_pass, trigger, id="reconcile", next_run_time=datetime.now(UTC))
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing", signal.Signals(signum).name)
+        stop.set()
+
+    if install_signals:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    log.info("service %s started (%s)", reconciler.owner, _schedule_text(settings))
+    scheduler.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)
+        log.info("service %s stopped", reconciler.owner)
+
+
+def _schedule_text(settings: Settings) -> str:
+    if settings.schedule.cron:
+        return f"cron {settings.schedule.cron!r} UTC"
+    return f"every {settings.schedule.interval_seconds:g} s"

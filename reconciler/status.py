@@ -1,0 +1,123 @@
+"""Read-only reports for people: the status table, the event history, the plan."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, text
+
+from reconciler.db.models import Event
+from reconciler.db.types import UTCDateTime
+from reconciler.model import Plan
+from reconciler.observe import Snapshot
+
+STATUS_COLUMNS = (
+    "group_id",
+    "window_start",
+    "window_end",
+    "origin",
+    "dec_deg",
+    "generation",
+    "phase",
+    "members",
+    "present",
+    "converted",
+    "calibrated",
+    "imaged",
+    "attempts",
+    "next_action",
+    "reason",
+    "last_error",
+    "published_path",
+)
+
+
+def status_rows(conn: Connection, *, include_final: bool = True) -> list[dict[str, Any]]:
+    """Rows of the ``mosaic_status`` view, earliest window first."""
+    where = "" if include_final else "WHERE phase NOT IN ('published', 'cancelled', 'invalid')"
+    sql = text(
+        f"SELECT {', '.join(STATUS_COLUMNS)} FROM mosaic_status {where} "
+        "ORDER BY window_start, group_id"
+    ).columns(window_start=UTCDateTime(), window_end=UTCDateTime())
+    return [dict(row._mapping) for row in conn.execute(sql)]
+
+
+def event_rows(
+    conn: Connection, *, group_id: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` events (of one group, if given), oldest first."""
+    stmt = select(
+        Event.id, Event.at, Event.kind, Event.group_id, Event.action_id, Event.actor, Event.message
+    )
+    if group_id is not None:
+        stmt = stmt.where(Event.group_id == group_id)
+    stmt = stmt.order_by(Event.id.desc()).limit(limit)
+    return [dict(row._mapping) for row in reversed(list(conn.execute(stmt)))]
+
+
+def plan_rows(snapshot: Snapshot, plan: Plan) -> dict[str, Any]:
+    """The plan as plain data: per group, its phase and why; then the ordered actions."""
+    status = {a.key: a for g in snapshot.observed for a in g.actions.values()}
+    groups = [
+        {
+            "group_id": d.group_id,
+            "phase": str(d.phase),
+            "reason": d.reason,
+            "next_action": d.next_action,
+        }
+        for d in plan.decisions
+    ]
+    actions = []
+    for spec in plan.actions:
+        known = status.get(spec.key)
+        if known is None:
+            verb = "queue"
+        elif spec.redo_version is not None:
+            verb = "queue again"
+        else:
+            verb = f"already {known.state}"
+        actions.append(
+            {
+                "kind": str(spec.key.kind),
+                "target": spec.key.target,
+                "generation": spec.key.generation,
+                "group_id": spec.group_id,
+                "priority": spec.priority,
+                "what": verb,
+            }
+        )
+    return {"at": snapshot.at, "groups": groups, "actions": actions}
+
+
+def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...], *, width: int = 60) -> str:
+    """A plain-text table; long cells are cut to ``width`` characters."""
+    if not rows:
+        return "(none)"
+    cells = [[_cell(row.get(c), width) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    text_value = str(value)
+    return text_value if len(text_value) <= width else text_value[: width - 1] + "…"
+
+
+def jsonable(value: Any) -> Any:
+    """Make rows JSON-serialisable: times as ISO strings."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,26 @@
+"""Environment of the child processes that run science tools."""
+
+from __future__ import annotations
+
+from reconciler.config import Settings
+
+#: One thread per tool: the service's parallelism comes from its workers, not from the tools.
+SINGLE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+def casa_child_env(settings: Settings) -> dict[str, str]:
+    """CASA offline (site config pointing at casacore's measures), logging under work/."""
+    from reconciler.io.casa import casa_environment
+
+    log_dir = settings.paths.work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return {**casa_environment(log_dir / "casa.log"), **SINGLE_THREAD}
+
+
+def plain_child_env(settings: Settings) -> dict[str, str]:
+    """Tools other than CASA: one thread each."""
+    return dict(SINGLE_THREAD)

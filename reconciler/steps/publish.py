@@ -1,0 +1,143 @@
+"""Publish: copy a staged mosaic into the products root, never overwriting, then register it.
+
+Order, each step recoverable: (1) copy every staged file to a temporary name in the
+products directory and flush it; (2) link it to its final name, which fails rather than
+overwrite; (3) mark the registry row published. A crash after (2) leaves a final file whose
+checksum matches the staged one: the next attempt recognises it and goes on to (3). A name
+taken by a different product gets the next version suffix.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from reconciler.config import Settings
+from reconciler.db import artifacts
+from reconciler.db.models import MosaicGroup, RegistryEntry
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.model import ActionKind, ClaimedAction
+from reconciler.naming import parse_target, window_label
+from reconciler.steps.registry import ActionHandler
+
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+#: Staged files published beside the mosaic FITS (same stem, these suffixes).
+COMPANIONS = (".weight.fits", ".png")
+
+
+def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
+    """The staged mosaic of this group generation and its published name."""
+    _, group_text = parse_target(claimed.key.target)
+    group_id, generation = int(group_text), claimed.key.generation
+    row = conn.execute(
+        select(
+            RegistryEntry.stage_path,
+            MosaicGroup.window_start,
+            MosaicGroup.window_end,
+            MosaicGroup.dec_deg,
+        )
+        .join(MosaicGroup, MosaicGroup.id == RegistryEntry.group_id)
+        .where(
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.group_id == group_id,
+            RegistryEntry.generation == generation,
+        )
+    ).first()
+    if row is None:
+        raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
+    dec = f"_dec{row.dec_deg:+06.2f}" if row.dec_deg is not None else ""
+    stem = f"dsa110_mosaic_{window_label(row.window_start, row.window_end)}{dec}"
+    return {
+        "group_id": group_id,
+        "generation": generation,
+        "stage_path": row.stage_path,
+        "products_dir": str(settings.paths.products / "mosaics"),
+        "stem": stem,
+    }
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child process: publish the staged files under the first free (or identical) name."""
+    staged = Path(payload["stage_path"])
+    if not staged.is_file():
+        raise PermanentError(f"staged mosaic {staged} is missing")
+    products = Path(payload["products_dir"])
+    try:
+        products.mkdir(parents=True, exist_ok=True)
+        checksum = sha256(staged)
+        version = 1
+        while True:
+            suffix = "" if version == 1 else f"_v{version}"
+            final = products / f"{payload['stem']}{suffix}.fits"
+            if not final.exists() or sha256(final) == checksum:
+                break
+            version += 1
+        _place(staged, final)
+        for extension in COMPANIONS:
+            companion = staged.with_name(staged.name.removesuffix(".fits") + extension)
+            if companion.is_file():
+                _place(companion, final.with_name(final.name.removesuffix(".fits") + extension))
+    except OSError as exc:
+        # The operator can fix these (permissions, a full disk): retry with backoff, and say
+        # plainly what is wrong so `status` shows it.
+        if exc.errno in _NOT_WRITABLE:
+            raise TemporaryError(f"products directory {products} is not writable: {exc}") from exc
+        if exc.errno == errno.ENOSPC:
+            raise TemporaryError(f"no space left to publish into {products}: {exc}") from exc
+        raise
+    return {"published_path": str(final), "checksum": checksum}
+
+
+def _place(source: Path, final: Path) -> None:
+    """Copy ``source`` to ``final`` atomically, never replacing a different file."""
+    if final.exists():
+        return
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.link(tmp, final)  # fails if the name was taken meanwhile: never overwrites
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record(
+    conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Mark the registry row published, with the checksum of what was published."""
+    artifacts.mark_published(
+        conn,
+        payload["group_id"],
+        payload["generation"],
+        published_path=result["published_path"],
+        checksum=result["checksum"],
+        at=datetime.now(UTC),
+    )
+
+
+HANDLER = ActionHandler(
+    kind=ActionKind.PUBLISH,
+    run="reconciler.steps.publish:run",
+    prepare=prepare,
+    record=record,
+    product_exists=lambda path: Path(path).is_file(),
+)

@@ -1,0 +1,77 @@
+"""How an action kind plugs into the engine.
+
+A handler has three parts, split by where they run:
+
+* ``prepare`` (parent, read-only DB access) turns a claimed action into a JSON payload:
+  the paths and parameters the work needs;
+* ``run`` (a ``"module:function"`` name, imported and called in a child process) does the
+  heavy work from the payload alone and returns a JSON result;
+* ``record`` (parent, inside the transaction that marks the action done, fenced by the lease
+  token) writes the result into the database.
+
+``product_exists`` checks that a product recorded in the database is still there, so observe
+trusts artifacts, not flags. ``child_env`` adds environment variables for the child only
+(CASA's offline site configuration, thread limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from reconciler.config import Settings
+from reconciler.model import ActionKind, ClaimedAction
+
+Payload = dict[str, Any]
+Prepare = Callable[[Connection, ClaimedAction, Settings], Payload]
+Record = Callable[[Connection, ClaimedAction, Payload, Payload], None]
+
+
+@dataclass(frozen=True)
+class ActionHandler:
+    """Everything the engine needs to perform one kind of action."""
+
+    kind: ActionKind
+    run: str
+    prepare: Prepare
+    record: Record
+    product_exists: Callable[[str], bool] | None = None
+    timeout_seconds: float | None = None
+    child_env: Callable[[Settings], dict[str, str]] | None = None
+
+
+class ActionRegistry:
+    """Handlers by kind; a kind is registered at most once."""
+
+    def __init__(self, handlers: Iterable[ActionHandler]) -> None:
+        self._handlers: dict[ActionKind, ActionHandler] = {}
+        for handler in handlers:
+            if handler.kind in self._handlers:
+                raise ValueError(f"action kind {handler.kind} registered twice")
+            self._handlers[handler.kind] = handler
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._handlers
+
+    def __iter__(self) -> Iterator[ActionHandler]:
+        return iter(self._handlers.values())
+
+    def __getitem__(self, kind: ActionKind) -> ActionHandler:
+        return self._handlers[kind]
+
+    @property
+    def kinds(self) -> tuple[ActionKind, ...]:
+        """The kinds this registry can perform."""
+        return tuple(self._handlers)
+
+    def product_exists(self, kind: ActionKind, path: str | None) -> bool:
+        """Whether a recorded product is still there (trusted when the kind has no check)."""
+        if path is None:
+            return False
+        handler = self._handlers.get(kind)
+        if handler is None or handler.product_exists is None:
+            return True
+        return handler.product_exists(path)

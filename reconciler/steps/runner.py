@@ -1,0 +1,185 @@
+"""Parent side of out-of-process execution: start the child, keep the lease, enforce limits.
+
+The child is a fresh Python interpreter, so a crash, a hang or a memory blow-up in a science
+tool never takes the service down. While it runs, the parent renews the lease every
+``heartbeat_seconds``; if renewal fails (the lease was lost) or the service is asked to
+stop, the child is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.retry import FailureKind
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The child returned a result."""
+
+    result: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The child reported an error, crashed, or ran out of time."""
+
+    kind: FailureKind
+    message: str
+    seconds: float
+    delay_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class LeaseLost:
+    """The lease could not be renewed; someone else may hold the action now."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The service was asked to stop while the child ran."""
+
+    seconds: float
+
+
+Outcome = Succeeded | Failed | LeaseLost | Interrupted
+
+_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """How long a child may run and how often the lease is renewed while it does."""
+
+    timeout_seconds: float
+    heartbeat_seconds: float
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def run_in_child(
+    function: str,
+    payload: dict[str, Any],
+    limits: ChildLimits,
+    *,
+    renew_lease: Callable[[], bool],
+    stop: threading.Event,
+    log_path: Path | None = None,
+) -> Outcome:
+    """Run ``function(payload)`` in a child process and report how it ended.
+
+    ``renew_lease`` is called every ``limits.heartbeat_seconds``; a False return kills the
+    child (``LeaseLost``). Setting ``stop`` kills it too (``Interrupted``).
+    """
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="reconciler-action-") as scratch:
+        spec_path = Path(scratch) / "spec.json"
+        outcome_path = Path(scratch) / "outcome.json"
+        spec = {
+            "function": function,
+            "payload": payload,
+            "outcome": str(outcome_path),
+            "parent_pid": os.getpid(),
+        }
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.update(limits.env)
+        log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "reconciler.steps.child", str(spec_path)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=scratch,
+            )
+            ended = _supervise(child, limits, renew_lease, stop, started)
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        if ended is not None:
+            return ended
+        return _read_outcome(outcome_path, child.returncode, time.monotonic() - started, log_path)
+
+
+def _supervise(
+    child: subprocess.Popen[bytes],
+    limits: ChildLimits,
+    renew_lease: Callable[[], bool],
+    stop: threading.Event,
+    started: float,
+) -> Outcome | None:
+    """Wait for the child; return an outcome only when the parent had to end it."""
+    next_beat = started + limits.heartbeat_seconds
+    deadline = started + limits.timeout_seconds
+    while True:
+        now = time.monotonic()
+        # Wake at least twice a second so a stop request is honoured promptly.
+        wait = max(min(next_beat, deadline, now + _POLL_SECONDS) - now, 0.01)
+        try:
+            child.wait(timeout=wait)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if stop.is_set():
+            _kill(child)
+            return Interrupted(now - started)
+        if now >= deadline:
+            _kill(child)
+            message = f"no result after {limits.timeout_seconds:g} s; child process killed"
+            return Failed(FailureKind.TIMEOUT, message, now - started)
+        if now >= next_beat:
+            if not renew_lease():
+                _kill(child)
+                return LeaseLost(now - started)
+            next_beat = now + limits.heartbeat_seconds
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _read_outcome(
+    path: Path, returncode: int | None, seconds: float, log_path: Path | None
+) -> Outcome:
+    try:
+        outcome = json.loads(path.read_text())
+    except (OSError, ValueError):
+        message = f"child process exited with status {returncode} and left no outcome"
+        if log_path is not None:
+            message += f"; its output is in {log_path}: {_last_line(log_path)}"
+        return Failed(FailureKind.CRASHED, message, seconds)
+    if "ok" in outcome:
+        return Succeeded(outcome["ok"], seconds)
+    error = outcome["error"]
+    return Failed(FailureKind(error["kind"]), error["message"], seconds, error.get("delay"))
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log, for error messages (the log may be large)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - 4096, 0))
+            lines = [line for line in log.read().decode(errors="replace").splitlines() if line]
+    except OSError:
+        return "(unreadable)"
+    return lines[-1] if lines else "(empty)"

@@ -1,0 +1,149 @@
+"""Test-only actions: the engine's tests plug these in instead of the science steps.
+
+Each action writes a small product file under ``<work>/products`` (temporary name, then
+rename), appends one line per run to ``<work>/runs.jsonl`` (who ran what, when), and
+records its artifact with the same functions the real steps use. How an action behaves is
+read from ``<work>/behaviour.json``: ``{"convert obs:KEY": {"fail": "temporary",
+"fail_times": 2}, "*": {"sleep": 0.2}}`` (label, then kind, then ``*``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from reconciler.config import Settings
+from reconciler.db import artifacts
+from reconciler.db.models import BandpassCalibrator, CalibrationSolution, Observation
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.model import ActionKind, ClaimedAction
+from reconciler.naming import parse_target
+from reconciler.steps.registry import ActionHandler, ActionRegistry
+
+BEHAVIOUR_FILE = "behaviour.json"
+RUNS_FILE = "runs.jsonl"
+
+
+def registry() -> ActionRegistry:
+    """Handlers for every kind, all backed by :func:`perform`."""
+    return ActionRegistry(
+        ActionHandler(
+            kind=kind,
+            run="tests.engine_actions:perform",
+            prepare=prepare,
+            record=record,
+            product_exists=lambda path: Path(path).exists(),
+        )
+        for kind in ActionKind
+    )
+
+
+def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
+    work = settings.paths.work
+    behaviours = {}
+    if (work / BEHAVIOUR_FILE).exists():
+        behaviours = json.loads((work / BEHAVIOUR_FILE).read_text())
+    label = f"{claimed.key.kind} {claimed.key.target}"
+    behaviour = (
+        behaviours.get(label) or behaviours.get(str(claimed.key.kind)) or behaviours.get("*", {})
+    )
+    return {
+        "label": label,
+        "kind": str(claimed.key.kind),
+        "target": claimed.key.target,
+        "generation": claimed.key.generation,
+        "attempt": claimed.attempts,
+        "token": claimed.token,
+        "work": str(work),
+        "behaviour": behaviour,
+    }
+
+
+def perform(payload: dict[str, Any]) -> dict[str, Any]:
+    """The child-process side: sleep, maybe fail, write the product, log the run."""
+    started = time.time()
+    behaviour = payload["behaviour"]
+    time.sleep(behaviour.get("sleep", 0.0))
+    if payload["attempt"] <= behaviour.get("fail_times", 0):
+        if behaviour.get("fail") == "permanent":
+            raise PermanentError(f"{payload['label']} is broken for good")
+        if behaviour.get("fail") == "crash":
+            os._exit(3)
+        raise TemporaryError(f"{payload['label']} hit a passing problem")
+    work = Path(payload["work"])
+    name = payload["target"].replace(":", "_") + f"_g{payload['generation']}.txt"
+    product = work / "products" / payload["kind"] / name
+    product.parent.mkdir(parents=True, exist_ok=True)
+    if not product.exists():
+        tmp = product.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(payload["label"])
+        os.replace(tmp, product)
+    line = json.dumps(
+        {
+            "label": payload["label"],
+            "pid": os.getpid(),
+            "token": payload["token"],
+            "start": started,
+            "end": time.time(),
+        }
+    )
+    with open(work / RUNS_FILE, "a") as runs:
+        runs.write(line + "\n")
+    return {"path": str(product)}
+
+
+def record(
+    conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
+) -> None:
+    kind = claimed.key.kind
+    _, name = parse_target(claimed.key.target)
+    path = result["path"]
+    now = datetime.now(UTC)
+    if kind in (ActionKind.MOSAIC, ActionKind.PUBLISH):
+        group_id, generation = int(name), claimed.key.generation
+        if kind is ActionKind.MOSAIC:
+            artifacts.stage_mosaic(conn, group_id, generation, stage_path=path)
+        else:
+            artifacts.mark_published(
+                conn, group_id, generation, published_path=path, checksum="0" * 64, at=now
+            )
+        return
+    obs = conn.execute(select(Observation).where(Observation.key == name)).one()
+    if kind is ActionKind.CONVERT:
+        artifacts.record_measurement_set(
+            conn,
+            name,
+            path=path,
+            start=obs.start_time,
+            mid=obs.start_time + (obs.end_time - obs.start_time) / 2,
+            end=obs.end_time,
+            ra_deg=0.0,
+            dec_deg=obs.dec_deg,
+            n_rows=1,
+            n_channels=1,
+        )
+    elif kind is ActionKind.SOLVE:
+        calibrator_id = conn.execute(select(BandpassCalibrator.id).limit(1)).scalar_one()
+        artifacts.record_solution(
+            conn,
+            calibrator_id=calibrator_id,
+            key=name,
+            dec_deg=obs.dec_deg,
+            transit=obs.start_time,
+            valid_from=obs.start_time - timedelta(hours=24),
+            valid_until=obs.start_time + timedelta(hours=24),
+            tables=path,
+            snr=100.0,
+            flagged_fraction=0.0,
+        )
+    elif kind is ActionKind.APPLY:
+        solution = conn.execute(select(CalibrationSolution.id).limit(1)).scalar()
+        artifacts.record_calibrated(conn, name, path=path, solution_id=solution)
+    elif kind is ActionKind.IMAGE:
+        artifacts.record_image(conn, name, path=path, rms_jy=0.001)
