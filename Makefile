@@ -28,13 +28,16 @@ check-migrations: $(STAMP)
 	RECONCILER_DATABASE_URL=sqlite:///build/alembic-check.sqlite $(BIN)/alembic upgrade head
 	RECONCILER_DATABASE_URL=sqlite:///build/alembic-check.sqlite $(BIN)/alembic check
 
+# Tests keep their files under build/pytest, apart from any other pytest run's /tmp/pytest-of-*.
+PYTEST := $(BIN)/python -m pytest --basetemp=build/pytest
+
 test: $(STAMP) lint check-migrations
 	scripts/ensure-postgres.sh
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 quick-test: $(STAMP)
 	scripts/ensure-postgres.sh
-	$(BIN)/python -m pytest -m "not e2e" -x -q
+	$(PYTEST) -m "not e2e" -x -q
 
 bench: $(STAMP)
 	scripts/ensure-postgres.sh
