@@ -44,6 +44,7 @@ from reconciler.steps.runner import (
     LeaseLost,
     Outcome,
     Succeeded,
+    remove_orphaned_scratch,
     run_in_child,
 )
 from reconciler.wanting import WantReport, want
@@ -128,6 +129,7 @@ class Reconciler:
         self.jitter = jitter
         self.transits = transits if transits is not None else transit_finder(settings.site)
         self._report_lock = threading.Lock()
+        self._swept_scratch = False
 
     # --- reading -------------------------------------------------------------------------
 
@@ -163,6 +165,8 @@ class Reconciler:
             self.settings.passes.max_actions, started_clock + self.settings.passes.max_seconds
         )
         report.reclaimed = self.reclaim_expired()
+        if report.reclaimed or not self._swept_scratch:
+            self._remove_orphaned_scratch()
         if self.discover_files:
             report.discovery = self.discover()
         report.wanting = self.want()
@@ -182,6 +186,13 @@ class Reconciler:
             self._count_reconcile(report, self.reconcile())
         report.seconds = time.monotonic() - started_clock
         return report
+
+    def _remove_orphaned_scratch(self) -> None:
+        """Once per process, and whenever a lease was reclaimed (its holder may have died
+        on this host): delete scratch directories that dead services left behind."""
+        self._swept_scratch = True
+        for path in remove_orphaned_scratch():
+            log.info("removed %s, left behind by a service that is gone", path)
 
     def discover(self) -> DiscoveryReport:
         """Read new or changed raw files and (re)group them into observations."""

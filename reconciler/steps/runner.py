@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,10 @@ Outcome = Succeeded | Failed | LeaseLost | Interrupted
 
 _POLL_SECONDS = 0.5
 
+#: A child's scratch directory: ``reconciler-action-<parent pid>-<random>`` in $TMPDIR.
+_SCRATCH_PREFIX = "reconciler-action-"
+_SCRATCH_NAME = re.compile(rf"^{_SCRATCH_PREFIX}(\d+)-")
+
 
 @dataclass(frozen=True)
 class ChildLimits:
@@ -84,7 +90,8 @@ def run_in_child(
     child (``LeaseLost``). Setting ``stop`` kills it too (``Interrupted``).
     """
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="reconciler-action-") as scratch:
+    scratch_prefix = f"{_SCRATCH_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix) as scratch:
         spec_path = Path(scratch) / "spec.json"
         outcome_path = Path(scratch) / "outcome.json"
         spec = {
@@ -113,6 +120,39 @@ def run_in_child(
         if ended is not None:
             return ended
         return _read_outcome(outcome_path, child.returncode, time.monotonic() - started, log_path)
+
+
+def remove_orphaned_scratch(directory: Path | None = None) -> list[Path]:
+    """Delete the scratch directories of services that died without cleaning up.
+
+    A service killed with SIGKILL leaves its child's scratch directory (spec, outcome, and
+    whatever the science tool put in its working directory) in ``directory`` (default
+    $TMPDIR). Those whose parent process is gone are removed; a live or foreign process's
+    are left alone. Returns the directories removed.
+    """
+    root = Path(directory or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _SCRATCH_NAME.match(entry.name)
+        if match is None or _process_exists(int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _supervise(

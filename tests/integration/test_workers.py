@@ -44,7 +44,10 @@ arrival_grace_minutes = 0.0
 
 
 def start_worker(config: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    """A `reconciler run` process; its temporary files go to ``tmp/`` beside the config."""
+    scratch = scratch_root(config)
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler.cli", "--config", str(config), "run", *args],
         env=env,
@@ -52,6 +55,10 @@ def start_worker(config: Path, *args: str) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         cwd=config.parent,
     )
+
+
+def scratch_root(config: Path) -> Path:
+    return config.parent / "tmp"
 
 
 @pytest.fixture
@@ -137,8 +144,11 @@ def test_a_killed_worker_loses_its_claim_and_the_work_completes_once(
     wait_for(running_in_first, timeout=60, what="the first worker to start the slow action")
     first.send_signal(signal.SIGKILL)
     first.wait()
+    left_behind = list(scratch_root(config).glob(f"reconciler-action-{first.pid}-*"))
+    assert left_behind, "the killed worker's child scratch directory is still there"
     workers.append(start_worker(config))
     wait_for(lambda: published(engine, group), timeout=180, what="the mosaic to be published")
+    assert not any(path.exists() for path in left_behind), "the next service removed it"
 
     done = Counter(r["label"] for r in runs(tmp_path))
     assert done[slow] == 1, "the killed worker's child died with it; the action ran once"
