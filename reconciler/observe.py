@@ -8,6 +8,7 @@ their calibration. Artifacts are trusted only when their files are still there
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,11 +21,9 @@ from sqlalchemy import (
     Engine,
     Row,
     String,
-    and_,
     any_,
     bindparam,
     cast,
-    false,
     func,
     literal,
     select,
@@ -203,10 +202,14 @@ def _members(
 
     A group without a dec yet takes the dec of its earliest observation; the pass then
     records it, so a later change of pointing inside the window does not move the group.
+    The observations of all windows are read once (overlapping windows share them) and
+    handed to the windows here; each observation's products are checked once.
     """
+    windows = [g for g in groups if g.window_start is not None and g.window_end is not None]
+    if not windows:
+        return {}
     stmt = (
         select(
-            MosaicGroup.id.label("group_id"),
             Observation.id,
             Observation.key,
             Observation.start_time,
@@ -214,64 +217,78 @@ def _members(
             Observation.dec_deg,
             Observation.ready,
             Observation.problem,
-            MeasurementSet.path.label("ms_path"),
-            CalibratedMS.path.label("calibrated_path"),
-            Image.path.label("image_path"),
-        )
-        .join(
-            Observation,
-            and_(
-                Observation.start_time >= MosaicGroup.window_start,
-                Observation.start_time < MosaicGroup.window_end,
-            ),
+            MeasurementSet.path,
+            CalibratedMS.path,
+            Image.path,
         )
         .outerjoin(MeasurementSet, MeasurementSet.observation_id == Observation.id)
         .outerjoin(CalibratedMS, CalibratedMS.observation_id == Observation.id)
         .outerjoin(Image, Image.observation_id == Observation.id)
-        .where(MosaicGroup.id.in_([g.id for g in groups]), _in_any_window(groups))
-        .order_by(MosaicGroup.id, Observation.start_time)
+        .where(_starting_in(_merged_spans(windows)))
+        .order_by(Observation.start_time, Observation.key)
     )
-    found: dict[int, list[_Member]] = defaultdict(list)
-    for row in conn.execute(stmt).all():
-        dec = group_dec.get(row.group_id)
-        if dec is None:
-            dec = group_dec[row.group_id] = row.dec_deg
-        if abs(row.dec_deg - dec) > tolerance_deg:
-            continue
-        state = ObservationState(
-            key=row.key,
-            start=row.start_time,
-            end=row.end_time,
-            dec_deg=row.dec_deg,
-            ready=row.ready,
-            problem=row.problem,
-            converted=registry.product_exists(ActionKind.CONVERT, row.ms_path),
-            calibrated=registry.product_exists(ActionKind.APPLY, row.calibrated_path),
-            imaged=registry.product_exists(ActionKind.IMAGE, row.image_path),
+    exists = registry.product_exists
+    ids: list[int] = []
+    states: list[ObservationState] = []
+    # Rows unpacked by position: attribute access per column costs more than the query.
+    for id_, key, start, end, dec_deg, ready, problem, ms, calibrated, image in (
+        conn.execute(stmt).all()
+    ):
+        ids.append(id_)
+        states.append(
+            ObservationState(
+                key=key,
+                start=start,
+                end=end,
+                dec_deg=dec_deg,
+                ready=ready,
+                problem=problem,
+                converted=exists(ActionKind.CONVERT, ms),
+                calibrated=exists(ActionKind.APPLY, calibrated),
+                imaged=exists(ActionKind.IMAGE, image),
+            )
         )
-        found[row.group_id].append(_Member(row.id, state))
+    starts = [state.start for state in states]
+    found: dict[int, list[_Member]] = {}
+    for group in windows:
+        first = bisect.bisect_left(starts, group.window_start)
+        last = bisect.bisect_left(starts, group.window_end)
+        if first == last:
+            continue
+        dec = group_dec.get(group.id)
+        if dec is None:
+            dec = group_dec[group.id] = states[first].dec_deg
+        inside = [
+            _Member(ids[i], states[i])
+            for i in range(first, last)
+            if abs(states[i].dec_deg - dec) <= tolerance_deg
+        ]
+        if inside:
+            found[group.id] = inside
     return found
 
 
-def _in_any_window(groups: list[Row[Any]]) -> ColumnElement[bool]:
-    """Observations starting in any of the windows, spelled out window by window.
+def _merged_spans(windows: list[Row[Any]]) -> list[tuple[datetime, datetime]]:
+    """The windows as few disjoint spans: consecutive tiling windows overlap."""
+    spans: list[tuple[datetime, datetime]] = []
+    for start, end in sorted((w.window_start, w.window_end) for w in windows):
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
 
-    The join condition alone lets PostgreSQL misjudge the row count and scan all history;
-    one indexed range per window keeps the cost proportional to the active windows. The
-    clause is written as text with typed parameters: building fifty expression trees
-    every pass costs more than the query.
+
+def _starting_in(spans: list[tuple[datetime, datetime]]) -> ColumnElement[bool]:
+    """Observations starting in any of the spans: one indexed range each.
+
+    Written as text with typed parameters: building the expression trees every pass
+    costs more than the query.
     """
-    windows = [g for g in groups if g.window_start is not None and g.window_end is not None]
-    if not windows:
-        return false()
     column = "observations.start_time"
-    clauses = [f"({column} >= :ws{i} AND {column} < :we{i})" for i in range(len(windows))]
-    params = [
-        bindparam(f"ws{i}", g.window_start, type_=UTCDateTime()) for i, g in enumerate(windows)
-    ]
-    params += [
-        bindparam(f"we{i}", g.window_end, type_=UTCDateTime()) for i, g in enumerate(windows)
-    ]
+    clauses = [f"({column} >= :s{i} AND {column} < :e{i})" for i in range(len(spans))]
+    params = [bindparam(f"s{i}", s, type_=UTCDateTime()) for i, (s, _) in enumerate(spans)]
+    params += [bindparam(f"e{i}", e, type_=UTCDateTime()) for i, (_, e) in enumerate(spans)]
     return text(f"({' OR '.join(clauses)})").bindparams(*params)
 
 
@@ -297,15 +314,17 @@ def _actions(conn: Connection, targets: list[str]) -> dict[ActionKey, ActionStat
         Action.last_error,
     ).where(any_of(conn, Action.target, targets))
     statuses = {}
-    for row in conn.execute(stmt).all():
-        key = ActionKey(_KINDS[row.kind], row.target, row.generation)
+    for kind, target, generation, state, attempts, version, not_before, last_error in (
+        conn.execute(stmt).all()
+    ):
+        key = ActionKey(_KINDS[kind], target, generation)
         statuses[key] = ActionStatus(
             key=key,
-            state=_STATES[row.state],
-            attempts=row.attempts,
-            version=row.version,
-            not_before=row.not_before,
-            last_error=row.last_error,
+            state=_STATES[state],
+            attempts=attempts,
+            version=version,
+            not_before=not_before,
+            last_error=last_error,
         )
     return statuses
 

@@ -370,9 +370,15 @@ def resolve_calibrator_rows(
     group N") instead of breaking the unique constraint. A row with no transit with enough
     data stays ``waiting`` (decide says so) and its events say what is missing.
     """
-    report = ResolveReport()
     with reading(engine) as conn:
-        rows = conn.execute(
+        rows = unresolved_calibrator_rows(conn)
+    return _resolve_rows(engine, settings, rows, transits=transits, now=now, actor=actor)
+
+
+def unresolved_calibrator_rows(conn: Connection) -> list[Row[Any]]:
+    """Active groups that name a calibrator but have no window yet."""
+    return list(
+        conn.execute(
             select(MosaicGroup.id, MosaicGroup.calibrator_name, MosaicGroup.timespan_minutes)
             .where(
                 ACTIVE_GROUPS,
@@ -381,7 +387,20 @@ def resolve_calibrator_rows(
                 or_(MosaicGroup.window_start.is_(None), MosaicGroup.window_end.is_(None)),
             )
             .order_by(MosaicGroup.id)
-        ).all()
+        )
+    )
+
+
+def _resolve_rows(
+    engine: Engine,
+    settings: Settings,
+    rows: list[Row[Any]],
+    *,
+    transits: TransitFinder,
+    now: datetime,
+    actor: str,
+) -> ResolveReport:
+    report = ResolveReport()
     for row in rows:
         outcome = _resolve_row(engine, settings, row, transits=transits, now=now, actor=actor)
         getattr(report, outcome).append(row.id)
@@ -598,36 +617,55 @@ def create_tiling_windows(
     An open window (data may still arrive) waits. A window is never created twice: the
     unique constraint on the window and ``ON CONFLICT DO NOTHING`` see to it.
     """
+    with reading(engine) as conn:
+        report, todo = next_tiling_windows(conn, settings, now=now)
+    return _create_tiling_groups(engine, settings, report, todo, now=now, actor=actor)
+
+
+def next_tiling_windows(
+    conn: Connection, settings: Settings, *, now: datetime
+) -> tuple[TilingReport, list[Window]]:
+    """The tiling windows to create now, and a report of how they were found."""
     t = settings.tiling
     report = TilingReport()
-    with reading(engine) as conn:
-        in_flight = conn.execute(
-            select(func.count())
-            .select_from(MosaicGroup)
-            .where(
-                # The (redundant) active-groups predicate lets the partial index serve.
-                ACTIVE_GROUPS,
-                MosaicGroup.origin == str(Origin.TILING),
-                MosaicGroup.phase.in_(IN_FLIGHT),
-            )
-        ).scalar_one()
-        room = min(t.max_new_per_pass, t.max_in_flight - in_flight)
-        if room <= 0:
-            report.skipped = f"{in_flight} tiling window(s) in flight (max {t.max_in_flight})"
-            return report
-        plan = plan_tiling(conn, settings, now=now, windows=room)
+    in_flight = conn.execute(
+        select(func.count())
+        .select_from(MosaicGroup)
+        .where(
+            # The (redundant) active-groups predicate lets the partial index serve.
+            ACTIVE_GROUPS,
+            MosaicGroup.origin == str(Origin.TILING),
+            MosaicGroup.phase.in_(IN_FLIGHT),
+        )
+    ).scalar_one()
+    room = min(t.max_new_per_pass, t.max_in_flight - in_flight)
+    if room <= 0:
+        report.skipped = f"{in_flight} tiling window(s) in flight (max {t.max_in_flight})"
+        return report, []
+    plan = plan_tiling(conn, settings, now=now, windows=room)
     report.observations_read = plan.observations_read
-    todo = []
+    todo: list[Window] = []
     for window in plan.windows:
         if window.state is WindowState.OPEN or len(todo) == room:
             break
         if (window.start, window.end) not in plan.existing:
             todo.append(window)
-    if not todo:
-        return report
-    with writing(engine) as conn:
-        for window in todo:
-            _create_tiling_group(conn, window, settings, report, now=now, actor=actor)
+    return report, todo
+
+
+def _create_tiling_groups(
+    engine: Engine,
+    settings: Settings,
+    report: TilingReport,
+    todo: list[Window],
+    *,
+    now: datetime,
+    actor: str,
+) -> TilingReport:
+    if todo:
+        with writing(engine) as conn:
+            for window in todo:
+                _create_tiling_group(conn, window, settings, report, now=now, actor=actor)
     return report
 
 
@@ -695,6 +733,13 @@ def report_late_data(
     its reason and an event say what came late and how to make a new version. Returns
     the ids of the groups whose note changed.
     """
+    with reading(engine) as conn:
+        notes = late_data_notes(conn, settings, now=now)
+    return _write_late_notes(engine, notes, now=now, actor=actor)
+
+
+def late_data_notes(conn: Connection, settings: Settings, *, now: datetime) -> dict[int, str]:
+    """Group id → the late-data note it should carry, for notes not already there."""
     since = now - timedelta(hours=settings.tiling.late_lookback_hours)
     earliest = since - settings.decide_policy.max_window
     tolerance = settings.calibration.dec_strip_tolerance_deg
@@ -725,33 +770,42 @@ def report_late_data(
             func.abs(Observation.dec_deg - MosaicGroup.dec_deg) <= tolerance,
             ~member,
         )
-        .order_by(MosaicGroup.id, Observation.start_time)
+        # Ordered by the indexed window start alone: asked to order by id (or by the
+        # observation too), SQLite's planner scans every group ever made.
+        .order_by(MosaicGroup.window_start)
     )
-    with reading(engine) as conn:
-        rows = conn.execute(stmt).all()
     late: dict[int, list[Row[Any]]] = {}
-    for row in rows:
+    for row in sorted(conn.execute(stmt), key=lambda r: (r.id, r.key)):  # keys sort as times
         late.setdefault(row.id, []).append(row)
-    changed = []
-    with writing(engine) as conn:
-        for group_id, found in late.items():
-            keys = [r.key for r in found]
-            note = (
-                f"published {found[0].published_path}; late data: {len(keys)} observation(s) "
-                f"arrived after this mosaic was made ({', '.join(keys[:3])}"
-                f"{', ...' if len(keys) > 3 else ''}); "
-                f"`reconciler request --new-version {group_id}` makes a new version"
-            )
-            if found[0].status_reason == note:
-                continue
-            conn.execute(
-                update(MosaicGroup)
-                .where(MosaicGroup.id == group_id)
-                .values(status_reason=note, status_updated_at=now)
-            )
-            queries.record_event(conn, "late_data", note, at=now, group_id=group_id, actor=actor)
-            changed.append(group_id)
-    return changed
+    notes = {}
+    for group_id, found in late.items():
+        keys = [r.key for r in found]
+        note = (
+            f"published {found[0].published_path}; late data: {len(keys)} observation(s) "
+            f"arrived after this mosaic was made ({', '.join(keys[:3])}"
+            f"{', ...' if len(keys) > 3 else ''}); "
+            f"`reconciler request --new-version {group_id}` makes a new version"
+        )
+        if found[0].status_reason != note:
+            notes[group_id] = note
+    return notes
+
+
+def _write_late_notes(
+    engine: Engine, notes: dict[int, str], *, now: datetime, actor: str
+) -> list[int]:
+    if notes:
+        with writing(engine) as conn:
+            for group_id, note in notes.items():
+                conn.execute(
+                    update(MosaicGroup)
+                    .where(MosaicGroup.id == group_id)
+                    .values(status_reason=note, status_updated_at=now)
+                )
+                queries.record_event(
+                    conn, "late_data", note, at=now, group_id=group_id, actor=actor
+                )
+    return list(notes)
 
 
 def new_generation(engine: Engine, group_id: int, *, actor: str = "cli") -> int:
@@ -879,10 +933,18 @@ def want(
     now: datetime,
     actor: str = "service",
 ) -> WantReport:
-    """The pass's desired-state step: resolve calibrator-only rows, tile, note late data."""
-    resolve = resolve_calibrator_rows(engine, settings, transits=transits, now=now, actor=actor)
-    tiling = None
-    if settings.tiling.enabled:
-        tiling = create_tiling_windows(engine, settings, now=now, actor=actor)
-    late = report_late_data(engine, settings, now=now, actor=actor)
-    return WantReport(resolve, tiling, tuple(late))
+    """The pass's desired-state step: resolve calibrator-only rows, tile, note late data.
+
+    All three read in one snapshot; each writes (in its own transaction) only when it has
+    something to write, so an idle pass costs one read transaction here.
+    """
+    with reading(engine) as conn:
+        unresolved = unresolved_calibrator_rows(conn)
+        tiling = next_tiling_windows(conn, settings, now=now) if settings.tiling.enabled else None
+        notes = late_data_notes(conn, settings, now=now)
+    resolve = _resolve_rows(engine, settings, unresolved, transits=transits, now=now, actor=actor)
+    created = None
+    if tiling is not None:
+        created = _create_tiling_groups(engine, settings, *tiling, now=now, actor=actor)
+    late = _write_late_notes(engine, notes, now=now, actor=actor)
+    return WantReport(resolve, created, tuple(late))
