@@ -231,9 +231,9 @@ def _members(
     ids: list[int] = []
     states: list[ObservationState] = []
     # Rows unpacked by position: attribute access per column costs more than the query.
-    for id_, key, start, end, dec_deg, ready, problem, ms, calibrated, image in (
-        conn.execute(stmt).all()
-    ):
+    for id_, key, start, end, dec_deg, ready, problem, ms, calibrated, image in conn.execute(
+        stmt
+    ).all():
         ids.append(id_)
         states.append(
             ObservationState(
@@ -314,9 +314,9 @@ def _actions(conn: Connection, targets: list[str]) -> dict[ActionKey, ActionStat
         Action.last_error,
     ).where(any_of(conn, Action.target, targets))
     statuses = {}
-    for kind, target, generation, state, attempts, version, not_before, last_error in (
-        conn.execute(stmt).all()
-    ):
+    for kind, target, generation, state, attempts, version, not_before, last_error in conn.execute(
+        stmt
+    ).all():
         key = ActionKey(_KINDS[kind], target, generation)
         statuses[key] = ActionStatus(
             key=key,
