@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import reading, writing
+from reconciler.db.engine import reading, refresh_statistics, writing
 from reconciler.db.migrate import require_head
 from reconciler.db.models import MosaicGroup, MosaicGroupMember
 from reconciler.decide import decide
@@ -53,6 +53,8 @@ log = logging.getLogger("reconciler")
 
 #: How long an idle worker waits for its busy peers to unlock more work.
 _IDLE_WAIT_SECONDS = 0.2
+#: How often a service refreshes SQLite's planner statistics as the tables grow.
+_STATISTICS_EVERY_SECONDS = 3600.0
 
 
 def utc_now() -> datetime:
@@ -130,6 +132,7 @@ class Reconciler:
         self.transits = transits if transits is not None else transit_finder(settings.site)
         self._report_lock = threading.Lock()
         self._swept_scratch = False
+        self._statistics_at: float | None = None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -184,8 +187,17 @@ class Reconciler:
                 thread.join()
         if not report.reconciles:
             self._count_reconcile(report, self.reconcile())
+        self._refresh_statistics()
         report.seconds = time.monotonic() - started_clock
         return report
+
+    def _refresh_statistics(self) -> None:
+        """After the first pass, then hourly: the tables grow from empty to millions of
+        rows, and the planner's choices should follow."""
+        now = time.monotonic()
+        if self._statistics_at is None or now - self._statistics_at >= _STATISTICS_EVERY_SECONDS:
+            self._statistics_at = now
+            refresh_statistics(self.engine)
 
     def _remove_orphaned_scratch(self) -> None:
         """Once per process, and whenever a lease was reclaimed (its holder may have died

@@ -82,3 +82,14 @@ def reading(engine: Engine) -> Iterator[Connection]:
         conn = conn.execution_options(**options)
         with conn.begin():
             yield conn
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Give SQLite's query planner current table statistics (PostgreSQL's autovacuum
+    keeps its own). Sampled (``analysis_limit``), so it takes milliseconds whatever the
+    size of the database; without it the planner guesses from indexes alone."""
+    if engine.dialect.name != "sqlite":
+        return
+    with writing(engine) as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")

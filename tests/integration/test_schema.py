@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from reconciler.db import queries
-from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.engine import make_engine, reading, refresh_statistics, writing
 from reconciler.db.migrate import (
     check_models,
     current_revision,
@@ -268,3 +268,14 @@ def test_mosaic_status_counts_members_and_shows_errors(engine):
         0,
     )
     assert row["attempts"] == 1 and row["last_error"] == "disk busy"
+
+
+def test_sqlite_planner_statistics_are_refreshed(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'stats.sqlite'}")
+    upgrade(engine)
+    add_observations(engine, 30)
+    refresh_statistics(engine)
+    with reading(engine) as conn:
+        stats = dict(conn.execute(text("SELECT idx, stat FROM sqlite_stat1")).all())
+    engine.dispose()
+    assert stats["ix_observations_start_time"].split()[0] == "30"
