@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import machine_facts  # benchmarks/machine.py, beside this script
 from sqlalchemy import Connection, Engine
 
 from reconciler import groups
@@ -882,11 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "benchmark": "pipeline",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_at_start": [round(v, 2) for v in load],
-        },
+        "machine": {**machine_facts(), "load_average_at_start": [round(v, 2) for v in load]},
         "backend": args.backend,
         "observations": args.observations,
         "repeats": args.repeats,

@@ -55,7 +55,6 @@ import gc
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import statistics
 import tempfile
@@ -71,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import machine_facts  # benchmarks/machine.py, beside this script
 from sqlalchemy import Connection, Engine, event, func, select, update
 
 from reconciler.config import PathSettings, Settings
@@ -1388,11 +1388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, met in targets.items():
         print(f"target {name}: {'met' if met else 'MISSED'}")
     total = time.perf_counter() - started
-    print(f"total {total:.0f} s", flush=True)
+    machine = machine_facts()
+    print(f"total {total:.0f} s; reference loop {machine['reference_loop_ms']} ms", flush=True)
     summary = {
         "benchmark": "plan_scale",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine,
         "repeats": args.repeats,
         "warmups": args.warmups,
         "passes": results,
