@@ -74,7 +74,6 @@ import psycopg
 from machine import machine_facts  # benchmarks/machine.py, beside this script
 from sqlalchemy import Connection, Engine
 
-from reconciler import groups
 from reconciler.catalogue import load_calibrators
 from reconciler.config import PathSettings, Settings
 from reconciler.db import calibrators
@@ -90,7 +89,12 @@ from reconciler.demo import (
     WINDOW,
     demo_settings,
 )
+from reconciler.desired import WantReport, explicit
 from reconciler.discover import DiscoveryReport
+from reconciler.engine.environment import SINGLE_THREAD
+from reconciler.engine.execute import ActionReport
+from reconciler.engine.registry import ActionRegistry, Payload, Prepare
+from reconciler.engine.runner import ChildLimits, Succeeded, run_in_child
 from reconciler.io.casa import casa_environment
 from reconciler.io.simulator import (
     INTEGRATION_S,
@@ -100,13 +104,9 @@ from reconciler.io.simulator import (
 )
 from reconciler.model import ClaimedAction, Phase
 from reconciler.progress import read_progress
-from reconciler.service import ActionReport, PassReport, Reconciler
+from reconciler.service import PassReport, Reconciler
 from reconciler.sky import meridian_transits
 from reconciler.steps import product_registry
-from reconciler.steps.environment import SINGLE_THREAD
-from reconciler.steps.registry import ActionRegistry, Payload, Prepare
-from reconciler.steps.runner import ChildLimits, Succeeded, run_in_child
-from reconciler.wanting import WantReport
 
 PG_ADMIN_URL = os.environ.get("RECONCILER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("postgresql", "sqlite")
@@ -480,7 +480,7 @@ def run_pipeline(sky: Sky, workers: int, backend: str, directory: Path, name: st
                 calibrators.upsert_calibrators(
                     conn, load_calibrators(settings.calibration.catalogue), overwrite=False
                 )
-            group = groups.request_window(
+            group = explicit.request_window(
                 engine,
                 sky.window_start,
                 sky.window_end,

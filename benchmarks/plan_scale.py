@@ -78,6 +78,7 @@ from reconciler.db import queries
 from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action
+from reconciler.engine.registry import ActionHandler, ActionRegistry
 from reconciler.model import ActionKind, ActionState, ClaimedAction
 from reconciler.naming import (
     calibrated_ms_path,
@@ -91,7 +92,6 @@ from reconciler.naming import (
     window_label,
 )
 from reconciler.service import Reconciler
-from reconciler.steps.registry import ActionHandler, ActionRegistry
 from reconciler.windows import ObservationSpan, tile_windows
 
 

@@ -24,21 +24,20 @@ from sqlalchemy import Engine
 from reconciler.config import Settings, load_settings
 from reconciler.db.engine import make_engine, reading
 from reconciler.db.migrate import require_head
-from reconciler.errors import ReconcilerError
-from reconciler.observe import TransitFinder, transit_finder
-from reconciler.progress import SETTLED, Progress, follow, read_progress
-from reconciler.service import Reconciler, utc_now
-from reconciler.steps import load_registry
-from reconciler.steps.registry import ActionRegistry
-from reconciler.wanting import (
+from reconciler.desired.centred import (
     DEFAULT_TIMESPAN_MINUTES,
     CentredResult,
     check_timespan,
-    earliest_incomplete_window,
     find_centred_window,
     lookup_calibrator,
     request_centred,
 )
+from reconciler.desired.tiling import earliest_incomplete_window
+from reconciler.engine.registry import ActionRegistry, load_registry
+from reconciler.errors import ReconcilerError
+from reconciler.progress import SETTLED, Progress, follow, read_progress
+from reconciler.service import Reconciler, utc_now
+from reconciler.sky import TransitFinder, transit_finder
 from reconciler.windows import Window
 
 #: Seconds between passes while nothing could be done (waiting for data).

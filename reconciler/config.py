@@ -22,9 +22,8 @@ from typing import Any, get_type_hints
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from reconciler.decide import DecidePolicy
 from reconciler.errors import ConfigError
-from reconciler.retry import RetryPolicy
+from reconciler.model import DecidePolicy, RetryPolicy, Site
 
 DEFAULT_CONFIG = Path("config") / "reconciler.toml"
 #: The configuration directory shipped with the code.
@@ -131,15 +130,6 @@ class TilingSettings:
 
 
 @dataclass(frozen=True)
-class SiteSettings:
-    """Where the array is (WGS84); transits are computed for this site. Default: DSA-110."""
-
-    latitude_deg: float = 37.2314
-    longitude_deg: float = -118.2817
-    height_m: float = 1222.0
-
-
-@dataclass(frozen=True)
 class ImagingSettings:
     """Imaging of one calibrated observation into a FITS tile (``backend``: tclean or
     wsclean); the cell and image size follow from the data and ``field_of_view_deg``."""
@@ -186,7 +176,8 @@ class Settings:
     windows: WindowSettings = field(default_factory=WindowSettings)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     tiling: TilingSettings = field(default_factory=TilingSettings)
-    site: SiteSettings = field(default_factory=SiteSettings)
+    #: Where the array is (WGS84); transits are computed for this site. Default: DSA-110.
+    site: Site = field(default_factory=Site)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)

@@ -17,6 +17,7 @@ from reconciler.model import (
     ActionSpec,
     ActionState,
     ActionStatus,
+    DecidePolicy,
     GroupDecision,
     GroupObserved,
     ObservationState,
@@ -24,19 +25,6 @@ from reconciler.model import (
     Plan,
 )
 from reconciler.naming import group_target, observation_target
-
-
-@dataclass(frozen=True)
-class DecidePolicy:
-    """Knobs of the pure core (from the configuration).
-
-    ``arrival_grace``: how long after a window's end to wait for late data before working
-    with what is there. ``min_observations``: fewest members a mosaic may have.
-    """
-
-    arrival_grace: timedelta = timedelta(minutes=30)
-    min_observations: int = 3
-    max_window: timedelta = timedelta(hours=24)
 
 
 def decide(observed: Iterable[GroupObserved], *, now: datetime, policy: DecidePolicy) -> Plan:
@@ -109,13 +97,13 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
     members = tuple(sorted(g.members, key=lambda m: m.start))
 
     wanted: list[ActionSpec] = []
-    waiting: list[str] = []
+    holds: list[_Hold] = []
     for member in members:
-        spec, wait = _member_step(member, g, priority)
+        spec, hold = _member_step(member, g, priority)
         if spec is not None:
             wanted.append(spec)
-        if wait is not None:
-            waiting.append(wait)
+        if hold is not None:
+            holds.append(hold)
 
     if not members:
         if arrived:
@@ -123,8 +111,8 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
             return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None)
         return GroupDecision(group.id, Phase.WAITING, _arrival_reason(g, policy), None)
 
-    if wanted or waiting:
-        return _in_progress(g, wanted, waiting, now=now)
+    if wanted or holds:
+        return _in_progress(g, wanted, holds, now=now)
 
     if not arrived:
         return GroupDecision(group.id, Phase.WAITING, _arrival_reason(g, policy), None)
@@ -141,12 +129,22 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
     return _in_progress(g, [spec], [], now=now)
 
 
+@dataclass(frozen=True)
+class _Hold:
+    """Why a member cannot have its next action yet. ``blocked``: no more data will help
+    without someone acting (no calibration for its strip); otherwise its data are not all
+    there yet."""
+
+    reason: str
+    blocked: bool = False
+
+
 def _member_step(
     member: ObservationState, g: GroupObserved, priority: datetime
-) -> tuple[ActionSpec | None, str | None]:
-    """The next action one member needs, or why it cannot have one yet."""
+) -> tuple[ActionSpec | None, _Hold | None]:
+    """The next action one member needs, or what holds it back."""
     if not member.ready:
-        return None, f"{member.key}: {member.problem or 'raw data incomplete'}"
+        return None, _Hold(f"{member.key}: {member.problem or 'raw data incomplete'}")
     target = observation_target(member.key)
     if not member.converted:
         return _spec(ActionKey(ActionKind.CONVERT, target), g, priority), None
@@ -159,7 +157,8 @@ def _member_step(
             solve_on = observation_target(calibration.solve_target)
             kind = ActionKind.SOLVE if calibration.solve_target_converted else ActionKind.CONVERT
             return _spec(ActionKey(kind, solve_on), g, priority), None
-        return None, f"{member.key}: {calibration.problem or 'no calibration available'}"
+        problem = calibration.problem or "no calibration available"
+        return None, _Hold(f"{member.key}: {problem}", blocked=True)
     if not member.imaged:
         return _spec(ActionKey(ActionKind.IMAGE, target), g, priority), None
     return None, None
@@ -185,13 +184,16 @@ _PHASE_OF_KIND = {
 
 
 def _in_progress(
-    g: GroupObserved, wanted: list[ActionSpec], waiting: list[str], *, now: datetime
+    g: GroupObserved, wanted: list[ActionSpec], holds: list[_Hold], *, now: datetime
 ) -> GroupDecision:
     """Phase and reason of a group with work outstanding.
 
     A terminally failed action makes the group ``failed`` (its reason is the action's
-    error), but the other actions stay wanted: they may serve overlapping windows.
+    error), but the other actions stay wanted: they may serve overlapping windows. With
+    nothing to do, a group is ``blocked`` when a member waits on something only a person
+    (or a calibrator transit's data) can provide, else ``waiting``.
     """
+    waiting = [h.reason for h in holds]
     group_id = g.group.id
     for spec in wanted:
         status = g.actions.get(spec.key)
@@ -199,7 +201,8 @@ def _in_progress(
             reason = f"{spec.key.kind} {spec.key.target} failed: {status.last_error or 'no reason'}"
             return GroupDecision(group_id, Phase.FAILED, reason, None, tuple(wanted))
     if not wanted:
-        return GroupDecision(group_id, Phase.WAITING, "; ".join(waiting), None)
+        phase = Phase.BLOCKED if any(h.blocked for h in holds) else Phase.WAITING
+        return GroupDecision(group_id, phase, "; ".join(waiting), None)
     first = min(wanted, key=lambda s: (s.key.kind.rank, s.key.target))
     phase = _PHASE_OF_KIND[first.key.kind]
     next_action = f"{first.key.kind} {first.key.target}"

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from reconciler import groups
 from reconciler.catalogue import load_calibrators
 from reconciler.config import PathSettings, Settings
 from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.migrate import upgrade
+from reconciler.desired import explicit
 from reconciler.progress import follow
 from reconciler.service import Reconciler
 from reconciler.status import STATUS_COLUMNS, render_table, status_rows
@@ -95,7 +95,7 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
             **SIMULATION,
         )
     start = (transit - WINDOW / 2).replace(microsecond=0)
-    request = groups.request_window(
+    request = explicit.request_window(
         engine, start, start + WINDOW, max_window=settings.decide_policy.max_window, actor="demo"
     )
     print(

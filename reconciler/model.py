@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class ActionKind(enum.StrEnum):
@@ -43,10 +43,16 @@ class ActionState(enum.StrEnum):
 
 
 class Phase(enum.StrEnum):
-    """Where a desired mosaic stands; shown by ``status`` and the ``mosaic_status`` view."""
+    """Where a desired mosaic stands; shown by ``status`` and the ``mosaic_status`` view.
+
+    ``waiting``: its data are still arriving; ``blocked``: data are there but cannot go on
+    until something changes that a pass cannot do (a calibrator registered for the strip,
+    an observation holding its transit).
+    """
 
     NEW = "new"
     WAITING = "waiting"
+    BLOCKED = "blocked"
     CONVERTING = "converting"
     CALIBRATING = "calibrating"
     IMAGING = "imaging"
@@ -205,3 +211,43 @@ class ClaimedAction:
     owner: str
     token: str
     priority: datetime
+
+
+@dataclass(frozen=True)
+class Site:
+    """A geodetic position on the Earth (WGS84); the defaults are DSA-110 at OVRO.
+
+    Attributes
+    ----------
+    latitude_deg, longitude_deg
+        Geodetic latitude and east longitude, degrees.
+    height_m
+        Height above the ellipsoid, metres.
+    """
+
+    latitude_deg: float = 37.2314
+    longitude_deg: float = -118.2817
+    height_m: float = 1222.0
+
+
+@dataclass(frozen=True)
+class DecidePolicy:
+    """Knobs of the pure core (from the configuration).
+
+    ``arrival_grace``: how long after a window's end to wait for late data before working
+    with what is there. ``min_observations``: fewest members a mosaic may have.
+    """
+
+    arrival_grace: timedelta = timedelta(minutes=30)
+    min_observations: int = 3
+    max_window: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter and a cap, and a limit on attempts."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 30.0
+    max_delay_seconds: float = 3600.0
+    jitter: float = 0.2

@@ -9,9 +9,8 @@ their calibration. Artifacts are trusted only when their files are still there
 from __future__ import annotations
 
 import bisect
-import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,25 +20,27 @@ from sqlalchemy import (
     Engine,
     Row,
     String,
+    and_,
     any_,
     bindparam,
     cast,
     func,
     literal,
+    or_,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
-from reconciler.catalogue import Calibrator, choose_calibrator
-from reconciler.config import Settings, SiteSettings
+from reconciler.config import Settings
+from reconciler.db.artifacts import solutions_valid_during
 from reconciler.db.calibrators import all_calibrators
 from reconciler.db.engine import reading
 from reconciler.db.models import (
+    ACTIVE_GROUPS,
     Action,
     CalibratedMS,
-    CalibrationSolution,
     Image,
     MeasurementSet,
     MosaicGroup,
@@ -48,6 +49,13 @@ from reconciler.db.models import (
     RegistryEntry,
 )
 from reconciler.db.types import UTCDateTime
+from reconciler.eligibility import (
+    TransitSearch,
+    serving_solution,
+    solve_target,
+    transits_to_solve_on,
+)
+from reconciler.engine.registry import ActionRegistry
 from reconciler.model import (
     ActionKey,
     ActionKind,
@@ -60,15 +68,10 @@ from reconciler.model import (
     Origin,
 )
 from reconciler.naming import group_target, observation_target
-from reconciler.steps.registry import ActionRegistry
-
-#: Matches the predicate of ``ix_mosaic_groups_active`` literally, so PostgreSQL uses it.
-ACTIVE_GROUPS = text("mosaic_groups.phase NOT IN ('published', 'cancelled', 'invalid')")
+from reconciler.sky import TransitFinder, transit_finder
 
 _KINDS = {str(kind): kind for kind in ActionKind}
 _STATES = {str(state): state for state in ActionState}
-
-TransitFinder = Callable[[float, float, datetime, datetime], Sequence[datetime]]
 
 
 @dataclass(frozen=True)
@@ -368,7 +371,11 @@ def _calibration(
     registry: ActionRegistry,
     transits: TransitFinder,
 ) -> dict[int, CalibrationState]:
-    """For each group with members: a valid solution, the transit to solve on, or why not."""
+    """For each group with members: solved (a solution serves every member still to be
+    calibrated), or the observation to solve on, or why there is none.
+
+    The rules are :mod:`reconciler.eligibility`'s, the same the solve and apply steps use.
+    """
     tolerance = settings.calibration.dec_strip_tolerance_deg
     validity = timedelta(hours=settings.calibration.validity_hours)
     with_members = [g for g in groups if members.get(g.id)]
@@ -376,98 +383,85 @@ def _calibration(
         return {}
     earliest = min(g.window_start for g in with_members)
     latest = max(g.window_end for g in with_members)
-    solutions = list(
-        conn.execute(
-            select(
-                CalibrationSolution.dec_deg,
-                CalibrationSolution.valid_from,
-                CalibrationSolution.valid_until,
-                CalibrationSolution.tables,
-            ).where(
-                CalibrationSolution.valid_until >= earliest,
-                CalibrationSolution.valid_from <= latest,
-            )
-        )
-    )
-    solutions = [s for s in solutions if registry.product_exists(ActionKind.SOLVE, s.tables)]
+    solutions = [
+        s
+        for s in solutions_valid_during(conn, earliest, latest)
+        if registry.product_exists(ActionKind.SOLVE, s.tables)
+    ]
     calibrators = all_calibrators(conn, active_only=True)
     states = {}
     for g in with_members:
-        first = members[g.id][0].state
-        start, end = first.start, members[g.id][-1].state.end
-        dec = first.dec_deg
-        if any(
-            abs(s.dec_deg - dec) <= tolerance and s.valid_from <= start and s.valid_until >= end
-            for s in solutions
-        ):
+        group_members = [m.state for m in members[g.id]]
+        unserved = [
+            m
+            for m in group_members
+            if not m.calibrated
+            and serving_solution(
+                solutions, dec_deg=m.dec_deg, start=m.start, end=m.end, tolerance_deg=tolerance
+            )
+            is None
+        ]
+        if not unserved:
             states[g.id] = CalibrationState(solved=True)
             continue
-        states[g.id] = _solve_target(
-            conn, registry, calibrators, dec, start, end, validity, transits
+        search = transits_to_solve_on(
+            calibrators,
+            transits,
+            dec_deg=group_members[0].dec_deg,
+            start=unserved[0].start,
+            end=unserved[-1].end,
+            validity=validity,
         )
+        candidates = _holding(conn, search)
+        found = solve_target(search, candidates, calibrators, transits, validity)
+        if isinstance(found, str):
+            states[g.id] = CalibrationState(problem=found)
+        else:
+            states[g.id] = CalibrationState(
+                solve_target=found.key,
+                solve_target_converted=registry.product_exists(ActionKind.CONVERT, found.ms),
+            )
     return states
 
 
-def _solve_target(
-    conn: Connection,
-    registry: ActionRegistry,
-    calibrators: list[Calibrator],
-    dec: float,
-    start: datetime,
-    end: datetime,
-    validity: timedelta,
-    transits: TransitFinder,
-) -> CalibrationState:
-    """The observation holding the calibrator transit nearest the members, before or after."""
-    calibrator = choose_calibrator(calibrators, dec)
-    if calibrator is None:
-        return CalibrationState(problem=f"no bandpass calibrator registered for dec {dec:.2f}")
-    middle = start + (end - start) / 2
-    moments = transits(calibrator.ra_deg, calibrator.dec_deg, end - validity, start + validity)
-    for moment in sorted(moments, key=lambda t: abs(t - middle)):
-        row = conn.execute(
-            select(Observation.key, MeasurementSet.path)
-            .outerjoin(MeasurementSet, MeasurementSet.observation_id == Observation.id)
-            .where(
-                Observation.start_time <= moment,
-                Observation.end_time > moment,
-                func.abs(Observation.dec_deg - dec) <= calibrator.dec_tolerance_deg,
-                Observation.ready.is_(True),
-            )
-        ).first()
-        if row is not None:
-            return CalibrationState(
-                solve_target=row.key,
-                solve_target_converted=registry.product_exists(ActionKind.CONVERT, row.path),
-            )
-    hours = validity.total_seconds() / 3600
-    return CalibrationState(
-        problem=f"no observation holds a transit of {calibrator.name} within {hours:g} h"
+@dataclass(frozen=True)
+class _Candidate:
+    """An observation that may hold a calibrator transit, as eligibility sees it."""
+
+    key: str
+    start: datetime
+    end: datetime
+    dec_deg: float
+    ready: bool
+    ms: str | None
+
+
+def _holding(conn: Connection, search: TransitSearch) -> list[_Candidate]:
+    """The observations holding any of the search's transits, pointed where its calibrator
+    is in the beam."""
+    calibrator = search.calibrator
+    if calibrator is None or not search.moments:
+        return []
+    holds = or_(
+        *(
+            and_(Observation.start_time <= moment, Observation.end_time > moment)
+            for moment in search.moments
+        )
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _site_transits(
-    site: SiteSettings, ra_deg: float, dec_deg: float, start: datetime, end: datetime
-) -> tuple[datetime, ...]:
-    from reconciler.sky import Site, meridian_transits
-
-    where = Site(site.latitude_deg, site.longitude_deg, site.height_m)
-    return tuple(meridian_transits(ra_deg, dec_deg, start, end, site=where))
-
-
-def transit_finder(site: SiteSettings) -> TransitFinder:
-    """Meridian transits (apparent hour angle zero) at ``site``, cached across passes.
-
-    The returned function takes ``(ra_deg, dec_deg, start, end)`` and returns the transits
-    in ``[start, end]``; the search interval is rounded out to whole hours so that repeated
-    passes hit the cache.
-    """
-
-    def find(ra_deg: float, dec_deg: float, start: datetime, end: datetime) -> list[datetime]:
-        hour = timedelta(hours=1)
-        lo = start.replace(minute=0, second=0, microsecond=0)
-        hi = end.replace(minute=0, second=0, microsecond=0) + hour
-        return [t for t in _site_transits(site, ra_deg, dec_deg, lo, hi) if start <= t <= end]
-
-    return find
+    rows = conn.execute(
+        select(
+            Observation.key,
+            Observation.start_time,
+            Observation.end_time,
+            Observation.dec_deg,
+            Observation.ready,
+            MeasurementSet.path,
+        )
+        .outerjoin(MeasurementSet, MeasurementSet.observation_id == Observation.id)
+        .where(
+            holds,
+            func.abs(Observation.dec_deg - calibrator.dec_deg) <= calibrator.dec_tolerance_deg,
+        )
+        .order_by(Observation.start_time, Observation.key)
+    )
+    return [_Candidate(*row) for row in rows]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from reconciler.model import RetryPolicy
+
 
 class FailureKind(enum.StrEnum):
     """How an attempt ended badly."""
@@ -14,16 +16,6 @@ class FailureKind(enum.StrEnum):
     TIMEOUT = "timeout"
     LEASE_EXPIRED = "lease_expired"
     CRASHED = "crashed"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter and a cap, and a limit on attempts."""
-
-    max_attempts: int = 5
-    base_delay_seconds: float = 30.0
-    max_delay_seconds: float = 3600.0
-    jitter: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -80,3 +72,10 @@ def after_failure(
     delay = min(delay, policy.max_delay_seconds)
     spread = 1.0 + policy.jitter * (2.0 * jitter_draw - 1.0)
     return RetryLater(delay_seconds=max(delay * spread, 0.0), reason=f"{kind}: {message}")
+
+
+def decision_text(decision: RetryLater | GiveUp) -> str:
+    """The decision as the tail of an event message: ``retry in N s`` or ``failed: why``."""
+    if isinstance(decision, RetryLater):
+        return f"retry in {decision.delay_seconds:.0f} s"
+    return f"failed: {decision.reason}"

@@ -18,36 +18,26 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, update
-from sqlalchemy.exc import DBAPIError
 
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import reading, refresh_statistics, writing
+from reconciler.db.engine import refresh_statistics, writing
 from reconciler.db.migrate import require_head
 from reconciler.db.models import MosaicGroup, MosaicGroupMember
 from reconciler.decide import decide
-from reconciler.discover import DiscoveryPolicy, DiscoveryReport, discover
-from reconciler.errors import ActionError, PermanentError, TemporaryError
+from reconciler.desired import WantReport, want
+from reconciler.discover import DiscoveryReport, discover
+from reconciler.engine.execute import ActionReport, Executor
+from reconciler.engine.registry import ActionRegistry
+from reconciler.engine.runner import remove_orphaned_scratch
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
-from reconciler.observe import ObservedGroup, Snapshot, TransitFinder, observe, transit_finder
-from reconciler.retry import FailureKind, GiveUp, RetryLater, after_failure
-from reconciler.steps.registry import ActionRegistry
-from reconciler.steps.runner import (
-    ChildLimits,
-    Failed,
-    Interrupted,
-    LeaseLost,
-    Outcome,
-    Succeeded,
-    remove_orphaned_scratch,
-    run_in_child,
-)
-from reconciler.wanting import WantReport, want
+from reconciler.observations import DiscoveryPolicy
+from reconciler.observe import ObservedGroup, Snapshot, observe
+from reconciler.retry import FailureKind, after_failure, decision_text
+from reconciler.sky import TransitFinder, transit_finder
 
 log = logging.getLogger("reconciler")
 
@@ -65,22 +55,6 @@ def utc_now() -> datetime:
 def worker_name() -> str:
     """A name for this worker that is unique across hosts and restarts."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True)
-class ActionReport:
-    """How one claimed action ended in this pass."""
-
-    action_id: int
-    label: str
-    outcome: str
-    seconds: float
-    message: str = ""
-
-    @property
-    def failed(self) -> bool:
-        """True for an attempt that ended in an error (retried or terminal)."""
-        return self.outcome in {"retry", "failed"}
 
 
 @dataclass
@@ -130,6 +104,9 @@ class Reconciler:
         self.clock = clock
         self.jitter = jitter
         self.transits = transits if transits is not None else transit_finder(settings.site)
+        self.executor = Executor(
+            engine, settings, registry, owner=self.owner, clock=clock, jitter=jitter
+        )
         self._report_lock = threading.Lock()
         self._swept_scratch = False
         self._statistics_at: float | None = None
@@ -280,7 +257,7 @@ class Reconciler:
                         conn,
                         "lease_expired",
                         f"{lease.key.kind} {lease.key.target}: {message}; "
-                        f"{_decision_text(decision)}",
+                        f"{decision_text(decision)}",
                         at=now,
                         group_id=lease.group_id,
                         action_id=lease.id,
@@ -325,142 +302,7 @@ class Reconciler:
 
     def perform(self, claimed: ClaimedAction, stop: threading.Event) -> ActionReport:
         """Run one claimed action out of process and record its outcome, fenced by its token."""
-        handler = self.registry[claimed.key.kind]
-        label = f"{claimed.key.kind} {claimed.key.target}"
-        try:
-            with reading(self.engine) as conn:
-                payload = handler.prepare(conn, claimed, self.settings)
-        except ActionError as exc:
-            kind = (
-                FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TEMPORARY
-            )
-            delay = exc.delay_seconds if isinstance(exc, TemporaryError) else None
-            outcome: Outcome = Failed(kind, str(exc), 0.0, delay)
-        else:
-            limits = ChildLimits(
-                timeout_seconds=handler.timeout_seconds or self.settings.actions.timeout_seconds,
-                heartbeat_seconds=self.settings.lease.heartbeat_seconds,
-                env=handler.child_env(self.settings) if handler.child_env else {},
-            )
-            outcome = run_in_child(
-                handler.run,
-                payload,
-                limits,
-                renew_lease=lambda: self._renew(claimed),
-                stop=stop,
-                log_path=self._log_path(claimed),
-            )
-        report = self._settle(claimed, payload, outcome)
-        log.info(
-            "%s attempt %d: %s after %.1f s%s",
-            label,
-            claimed.attempts,
-            report.outcome,
-            report.seconds,
-            f": {report.message}" if report.message else "",
-        )
-        return report
-
-    def _log_path(self, claimed: ClaimedAction) -> Path:
-        """Where the child's output goes: one file per action, appended per attempt."""
-        name = f"{claimed.key.kind}_{claimed.key.target.replace(':', '_')}.log"
-        path = self.settings.paths.work / "logs" / "actions" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def _renew(self, claimed: ClaimedAction) -> bool:
-        try:
-            with writing(self.engine) as conn:
-                return queries.heartbeat(
-                    conn, claimed, now=self.clock(), lease_seconds=self.settings.lease.seconds
-                )
-        except DBAPIError as exc:
-            # A database hiccup is not a lost lease: keep the child, try at the next beat.
-            log.warning("heartbeat for action %d failed: %s", claimed.id, exc)
-            return True
-
-    def _settle(
-        self, claimed: ClaimedAction, payload: dict[str, Any], outcome: Outcome
-    ) -> ActionReport:
-        label = f"{claimed.key.kind} {claimed.key.target}"
-        now = self.clock()
-        if isinstance(outcome, Succeeded):
-            try:
-                with writing(self.engine) as conn:
-                    if not queries.complete(conn, claimed, now=now):
-                        return self._lost(claimed, label, outcome.seconds)
-                    self.registry[claimed.key.kind].record(conn, claimed, payload, outcome.result)
-                    queries.record_event(
-                        conn,
-                        "action_done",
-                        f"{label} done in {outcome.seconds:.1f} s",
-                        at=now,
-                        group_id=claimed.group_id,
-                        action_id=claimed.id,
-                        actor=self.owner,
-                    )
-                return ActionReport(claimed.id, label, "done", outcome.seconds)
-            except ActionError as exc:
-                kind = (
-                    FailureKind.PERMANENT
-                    if isinstance(exc, PermanentError)
-                    else FailureKind.TEMPORARY
-                )
-                outcome = Failed(kind, f"recording the result failed: {exc}", outcome.seconds)
-        if isinstance(outcome, LeaseLost):
-            return self._lost(claimed, label, outcome.seconds)
-        if isinstance(outcome, Interrupted):
-            with writing(self.engine) as conn:
-                queries.release(conn, claimed, now=now)
-                queries.record_event(
-                    conn,
-                    "action_released",
-                    f"{label} released: the worker is stopping",
-                    at=now,
-                    group_id=claimed.group_id,
-                    action_id=claimed.id,
-                    actor=self.owner,
-                )
-            return ActionReport(claimed.id, label, "released", outcome.seconds)
-        assert isinstance(outcome, Failed)
-        decision = after_failure(
-            self.settings.retry_policy,
-            attempts=claimed.attempts,
-            kind=outcome.kind,
-            message=outcome.message,
-            jitter_draw=self.jitter(),
-            requested_delay=outcome.delay_seconds,
-        )
-        with writing(self.engine) as conn:
-            if not queries.fail(
-                conn, claimed, decision, error_kind=outcome.kind, message=outcome.message, now=now
-            ):
-                return self._lost(claimed, label, outcome.seconds)
-            text = _decision_text(decision)
-            queries.record_event(
-                conn,
-                "action_failed" if text.startswith("failed") else "action_retry",
-                f"{label}: {outcome.message}; {text}",
-                at=now,
-                group_id=claimed.group_id,
-                action_id=claimed.id,
-                actor=self.owner,
-            )
-        verdict = "failed" if text.startswith("failed") else "retry"
-        return ActionReport(claimed.id, label, verdict, outcome.seconds, outcome.message)
-
-    def _lost(self, claimed: ClaimedAction, label: str, seconds: float) -> ActionReport:
-        with writing(self.engine) as conn:
-            queries.record_event(
-                conn,
-                "lease_lost",
-                f"{label}: lease lost; this worker's result was discarded",
-                at=self.clock(),
-                group_id=claimed.group_id,
-                action_id=claimed.id,
-                actor=self.owner,
-            )
-        return ActionReport(claimed.id, label, "lease-lost", seconds)
+        return self.executor.perform(claimed, stop)
 
 
 class _Budget:
@@ -493,19 +335,6 @@ class _Budget:
     def others_busy(self) -> bool:
         with self._lock:
             return self._busy > 0
-
-
-def _failure_of(exc: ActionError, prefix: str, seconds: float) -> Failed:
-    """An error raised in the parent (prepare or record), as a failed outcome."""
-    kind = FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TEMPORARY
-    delay = exc.delay_seconds if isinstance(exc, TemporaryError) else None
-    return Failed(kind, f"{prefix}{exc}", seconds, delay)
-
-
-def _decision_text(decision: RetryLater | GiveUp) -> str:
-    if isinstance(decision, RetryLater):
-        return f"retry in {decision.delay_seconds:.0f} s"
-    return f"failed: {decision.reason}"
 
 
 def _status_changed(group: ObservedGroup, decision: GroupDecision) -> bool:

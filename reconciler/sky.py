@@ -10,8 +10,8 @@ unattended use (no downloads; the bundled tables' predictions are accepted at an
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import astropy.units as u
 import numpy as np
@@ -21,10 +21,7 @@ from astropy.utils import iers
 from scipy.optimize import brentq
 from scipy.special import j1
 
-#: DSA-110 at OVRO (DESIGN §5).
-SITE_LATITUDE_DEG = 37.2314
-SITE_LONGITUDE_DEG = -118.2817
-SITE_HEIGHT_M = 1222.0
+from reconciler.model import Site
 
 #: Dish diameter of a DSA-110 antenna, metres.
 DISH_DIAMETER_M = 4.65
@@ -54,33 +51,19 @@ iers.conf.auto_download = False
 iers.conf.auto_max_age = None
 
 
-@dataclass(frozen=True)
-class Site:
-    """A geodetic position on the Earth (WGS84).
+#: The DSA-110 array at OVRO (DESIGN §5).
+DSA110 = Site()
+SITE_LATITUDE_DEG = DSA110.latitude_deg
+SITE_LONGITUDE_DEG = DSA110.longitude_deg
+SITE_HEIGHT_M = DSA110.height_m
 
-    Attributes
-    ----------
-    latitude_deg, longitude_deg
-        Geodetic latitude and east longitude, degrees.
-    height_m
-        Height above the ellipsoid, metres.
-    """
-
-    latitude_deg: float
-    longitude_deg: float
-    height_m: float
-
-    def earth_location(self) -> EarthLocation:
-        """Return the site as an astropy ``EarthLocation`` (cached per site)."""
-        return _earth_location(self)
-
-
-#: The DSA-110 array at OVRO.
-DSA110 = Site(SITE_LATITUDE_DEG, SITE_LONGITUDE_DEG, SITE_HEIGHT_M)
+#: ``(ra_deg, dec_deg, start, end) -> transits in [start, end]`` at one site.
+TransitFinder = Callable[[float, float, datetime, datetime], Sequence[datetime]]
 
 
 @functools.lru_cache(maxsize=16)
-def _earth_location(site: Site) -> EarthLocation:
+def earth_location(site: Site) -> EarthLocation:
+    """The site as an astropy ``EarthLocation`` (cached per site)."""
     return EarthLocation.from_geodetic(
         lon=site.longitude_deg * u.deg, lat=site.latitude_deg * u.deg, height=site.height_m * u.m
     )
@@ -121,7 +104,7 @@ def apparent_hour_angle_deg(
     numpy.ndarray
         Hour angle in degrees, wrapped to [-180, 180); positive west of the meridian.
     """
-    location = site.earth_location()
+    location = earth_location(site)
     # TETE, not CIRS: apparent sidereal time counts from the true equinox, which is TETE's
     # origin of right ascension; CIRS counts from the CIO, about 6 arcmin (24 s) away today.
     apparent = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs").transform_to(
@@ -198,6 +181,30 @@ def _to_datetime(moment: Time) -> datetime:
     return moment.utc.to_datetime(timezone=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _site_transits(
+    site: Site, ra_deg: float, dec_deg: float, start: datetime, end: datetime
+) -> tuple[datetime, ...]:
+    return tuple(meridian_transits(ra_deg, dec_deg, start, end, site=site))
+
+
+def transit_finder(site: Site) -> TransitFinder:
+    """Meridian transits (apparent hour angle zero) at ``site``, cached across passes.
+
+    The returned function takes ``(ra_deg, dec_deg, start, end)`` and returns the transits
+    in ``[start, end]``; the search interval is rounded out to whole hours so that repeated
+    passes hit the cache.
+    """
+
+    def find(ra_deg: float, dec_deg: float, start: datetime, end: datetime) -> list[datetime]:
+        hour = timedelta(hours=1)
+        lo = start.replace(minute=0, second=0, microsecond=0)
+        hi = end.replace(minute=0, second=0, microsecond=0) + hour
+        return [t for t in _site_transits(site, ra_deg, dec_deg, lo, hi) if start <= t <= end]
+
+    return find
+
+
 def meridian_ra_deg(moment: datetime, dec_deg: float, *, site: Site = DSA110) -> float:
     """Return the ICRS right ascension on the site's meridian at a moment.
 
@@ -223,7 +230,7 @@ def meridian_ra_deg(moment: datetime, dec_deg: float, *, site: Site = DSA110) ->
     t = _as_utc_time(moment, "moment")
     # Start from the apparent meridian (RA = LAST) and remove the residual hour angle;
     # the map from ICRS to apparent RA is nearly a shift, so two or three steps converge.
-    ra = float(t.sidereal_time("apparent", longitude=site.earth_location()).deg)
+    ra = float(t.sidereal_time("apparent", longitude=earth_location(site)).deg)
     for _ in range(_MAX_REFINEMENTS):
         ha = float(apparent_hour_angle_deg(ra, dec_deg, t, site))
         ra = (ra + ha) % 360.0

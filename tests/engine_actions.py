@@ -4,7 +4,8 @@ Each action writes a small product file under ``<work>/products`` (temporary nam
 rename), appends one line per run to ``<work>/runs.jsonl`` (who ran what, when), and
 records its artifact with the same functions the real steps use. How an action behaves is
 read from ``<work>/behaviour.json``: ``{"convert obs:KEY": {"fail": "temporary",
-"fail_times": 2}, "*": {"sleep": 0.2}}`` (label, then kind, then ``*``).
+"fail_times": 2}, "*": {"sleep": 0.2}}`` (label, then kind, then ``*``); ``{"prepare":
+"permanent"}`` makes the parent-side preparation refuse.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from sqlalchemy import Connection, select
 from reconciler.config import Settings
 from reconciler.db import artifacts
 from reconciler.db.models import BandpassCalibrator, CalibrationSolution, Observation
+from reconciler.engine.registry import ActionHandler, ActionRegistry
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import parse_target
-from reconciler.steps.registry import ActionHandler, ActionRegistry
 
 BEHAVIOUR_FILE = "behaviour.json"
 RUNS_FILE = "runs.jsonl"
@@ -53,6 +54,8 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     behaviour = (
         behaviours.get(label) or behaviours.get(str(claimed.key.kind)) or behaviours.get("*", {})
     )
+    if behaviour.get("prepare") == "permanent":
+        raise PermanentError(f"{label} cannot be prepared")
     return {
         "label": label,
         "kind": str(claimed.key.kind),

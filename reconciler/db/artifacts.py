@@ -101,6 +101,23 @@ def record_solution(
     _upsert(conn, CalibrationSolution, values, ["calibrator_id", "observation_id"])
 
 
+def solutions_valid_during(conn: Connection, start: datetime, end: datetime) -> list[Any]:
+    """The solutions whose validity overlaps ``[start, end]``, with what eligibility needs
+    (``id``, ``dec_deg``, ``transit_time``, ``valid_from``, ``valid_until``) and ``tables``."""
+    return list(
+        conn.execute(
+            select(
+                CalibrationSolution.id,
+                CalibrationSolution.dec_deg,
+                CalibrationSolution.transit_time,
+                CalibrationSolution.valid_from,
+                CalibrationSolution.valid_until,
+                CalibrationSolution.tables,
+            ).where(CalibrationSolution.valid_until >= start, CalibrationSolution.valid_from <= end)
+        )
+    )
+
+
 def record_calibrated(conn: Connection, key: str, *, path: str, solution_id: int | None) -> None:
     """Record (or replace) the calibrated MS of observation ``key``."""
     values = {"observation_id": observation_id(conn, key), "path": path, "solution_id": solution_id}

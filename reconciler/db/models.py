@@ -172,6 +172,14 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
 
 
+#: The phases after which no pass changes a group: the predicate of the partial index
+#: ``ix_mosaic_groups_active``.
+_FINAL_PHASES = "phase NOT IN ('published', 'cancelled', 'invalid')"
+
+#: Active groups, written exactly as the index predicate (qualified) so PostgreSQL uses it.
+ACTIVE_GROUPS = text(f"mosaic_groups.{_FINAL_PHASES}")
+
+
 class MosaicGroup(Base):
     """A desired mosaic. A plain ``INSERT`` naming only the window is a complete request."""
 
@@ -183,8 +191,8 @@ class MosaicGroup(Base):
         Index(
             "ix_mosaic_groups_active",
             "window_start",
-            postgresql_where=text("phase NOT IN ('published', 'cancelled', 'invalid')"),
-            sqlite_where=text("phase NOT IN ('published', 'cancelled', 'invalid')"),
+            postgresql_where=text(_FINAL_PHASES),
+            sqlite_where=text(_FINAL_PHASES),
         ),
     )
 
@@ -208,7 +216,11 @@ class MosaicGroup(Base):
 
 
 class MosaicGroupMember(Base):
-    """Group ↔ observation, in time order; ``role`` is ``member`` or ``calibration``."""
+    """Group ↔ observation, in time order: the observations of the window on its dec strip.
+
+    ``role`` is always ``member``. The observation a member was calibrated from is not a
+    member: it is found through ``calibrated_ms.solution_id`` → ``calibration_solutions``.
+    """
 
     __tablename__ = "mosaic_group_members"
 

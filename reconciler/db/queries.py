@@ -172,6 +172,10 @@ def claim(
     return sorted(claimed, key=lambda c: (c.priority, c.id))
 
 
+#: A lease given up: the values every statement that ends a holding writes.
+_NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
 def _held(action: ClaimedAction):
     return and_(
         Action.id == action.id,
@@ -198,11 +202,9 @@ def complete(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
         update(Action)
         .where(_held(action))
         .values(
+            **_NO_LEASE,
             state=str(ActionState.DONE),
             finished_at=now,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
             last_error=None,
             error_kind=None,
             not_before=None,
@@ -231,9 +233,7 @@ def _failure_values(
     decision: RetryLater | GiveUp, *, error_kind: str, message: str, now: datetime
 ) -> dict[str, object]:
     values: dict[str, object] = {
-        "lease_owner": None,
-        "lease_token": None,
-        "lease_expires_at": None,
+        **_NO_LEASE,
         "last_error": message,
         "error_kind": error_kind,
         "finished_at": now,
@@ -254,11 +254,9 @@ def release(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
         update(Action)
         .where(_held(action))
         .values(
+            **_NO_LEASE,
             state=str(ActionState.PENDING),
             attempts=case((Action.attempts > 0, Action.attempts - 1), else_=0),
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
             version=Action.version + 1,
         )
     )

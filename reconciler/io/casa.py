@@ -241,6 +241,27 @@ def apply_calibration(ms: Path | str, tables: Sequence[Path | str], out_ms: Path
     return str(out_ms)
 
 
+def reference_antenna(ms: Path | str) -> str:
+    """The first antenna of the MS's ANTENNA table: a stable, deterministic choice.
+
+    Raises
+    ------
+    CasaError
+        When the ANTENNA table is empty.
+    """
+    import casatools
+
+    table = casatools.table()
+    table.open(f"{ms}/ANTENNA")
+    try:
+        names = list(table.getcol("NAME"))
+    finally:
+        table.close()
+    if not names:
+        raise CasaError(f"{ms}: the ANTENNA table is empty")
+    return str(names[0])
+
+
 def flagged_fraction(ms: Path | str) -> float:
     """Fraction of the MS's visibilities that are flagged (0 for an MS with no rows).
 

@@ -7,6 +7,7 @@ usable" has one answer: :func:`read_ms_summary` returns a summary or raises
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +88,28 @@ def read_ms_summary(path: Path | str, *, with_flagged_fraction: bool = False) ->
     except (RuntimeError, OSError, KeyError, IndexError) as exc:
         # casacore reports a broken or half-written table as RuntimeError.
         raise MsError(f"{path}: unreadable Measurement Set ({exc})") from exc
+
+
+def ms_has_rows(path: str) -> bool:
+    """An MS that opens and has rows: the check that an MS product still exists.
+
+    Opening is cached per (path, modification time, size) of the table descriptor, so a
+    pass only stats the file; an MS replaced or emptied since is opened again. (The row
+    count in ``table.dat`` itself is not kept current by casacore, so the table is opened.)
+    """
+    try:
+        stat = (Path(path) / "table.dat").stat()
+    except OSError:
+        return False
+    return _opens_with_rows(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8192)
+def _opens_with_rows(path: str, mtime_ns: int, size: int) -> bool:
+    try:
+        return read_ms_summary(path).n_rows > 0
+    except MsError:
+        return False
 
 
 def _summarise(path: Path, with_flagged_fraction: bool) -> MsSummary:

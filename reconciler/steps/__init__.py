@@ -1,41 +1,25 @@
-"""Pipeline actions, one module per kind, registered in one place: :func:`product_registry`."""
+"""The pipeline actions, one module per kind, registered in one place: :func:`product_registry`.
+
+How an action is executed, supervised and fenced is the engine's business
+(:mod:`reconciler.engine`); a module here says only what its action does.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-from reconciler.config import Settings
-from reconciler.errors import ConfigError
-from reconciler.steps.registry import ActionHandler, ActionRegistry
+from reconciler.engine.registry import ActionRegistry
 
 
 def product_registry() -> ActionRegistry:
     """The actions the product performs; the only place real handlers are registered."""
-    from reconciler.steps import calibrate, convert, image, mosaic, publish
+    from reconciler.steps import apply, convert, image, mosaic, publish, solve
 
     return ActionRegistry(
         [
             convert.HANDLER,
-            calibrate.SOLVE,
-            calibrate.APPLY,
+            solve.HANDLER,
+            apply.HANDLER,
             image.HANDLER,
             mosaic.HANDLER,
             publish.HANDLER,
         ]
     )
-
-
-def load_registry(settings: Settings) -> ActionRegistry:
-    """The registry named by ``actions.registry`` (the product's unless configured)."""
-    module_name, _, function = settings.actions.registry.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"actions.registry {settings.actions.registry!r}: {exc}") from exc
-    registry = factory()
-    if not isinstance(registry, ActionRegistry):
-        raise ConfigError(f"actions.registry {settings.actions.registry!r} is no ActionRegistry")
-    return registry
-
-
-__all__ = ["ActionHandler", "ActionRegistry", "load_registry", "product_registry"]

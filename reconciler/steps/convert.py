@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,10 @@ from sqlalchemy import Connection, select
 from reconciler.config import Settings
 from reconciler.db import artifacts
 from reconciler.db.models import Observation, RawFile
+from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import measurement_set_path, parse_target
-from reconciler.steps.registry import ActionHandler
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
@@ -86,26 +85,10 @@ def record(
 
 
 def ms_exists(path: str) -> bool:
-    """An MS that opens and has rows.
+    """The product check of an MS: it opens and has rows (:func:`reconciler.io.ms.ms_has_rows`)."""
+    from reconciler.io.ms import ms_has_rows
 
-    Opening is cached per (path, modification time, size) of the table descriptor, so a
-    pass only stats the file; an MS replaced or emptied since is opened again.
-    """
-    try:
-        stat = (Path(path) / "table.dat").stat()
-    except OSError:
-        return False
-    return _has_rows(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=8192)
-def _has_rows(path: str, mtime_ns: int, size: int) -> bool:
-    from reconciler.io.ms import MsError, read_ms_summary
-
-    try:
-        return read_ms_summary(path).n_rows > 0
-    except MsError:
-        return False
+    return ms_has_rows(path)
 
 
 HANDLER = ActionHandler(

@@ -11,11 +11,11 @@ from sqlalchemy import Connection, select
 from reconciler.config import Settings
 from reconciler.db import artifacts
 from reconciler.db.models import CalibratedMS, Observation
+from reconciler.engine.environment import casa_child_env
+from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import image_prefix, parse_target
-from reconciler.steps.environment import casa_child_env
-from reconciler.steps.registry import ActionHandler
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:

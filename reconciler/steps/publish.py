@@ -22,10 +22,10 @@ from sqlalchemy import Connection, select
 from reconciler.config import Settings
 from reconciler.db import artifacts
 from reconciler.db.models import MosaicGroup, RegistryEntry
+from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import parse_target, window_label
-from reconciler.steps.registry import ActionHandler
 
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 

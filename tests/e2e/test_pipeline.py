@@ -33,7 +33,7 @@ from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action, CalibrationSolution, Image, Observation
 from reconciler.demo import FIELD_OF_VIEW_DEG
-from reconciler.groups import request_window
+from reconciler.desired.explicit import request_window
 from reconciler.io.simulator import PointSource, SimulationTruth, simulate_observations
 from reconciler.model import ActionKind
 from reconciler.service import Reconciler

@@ -19,8 +19,8 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.db.engine import reading, writing
 from reconciler.db.models import MosaicGroup
+from reconciler.desired.centred import NoTransitData, TransitWindow
 from reconciler.errors import NotFoundError
-from reconciler.wanting import NoTransitData, TransitWindow
 from reconciler.windows import WindowRefusal, WindowState
 from tests.conftest import make_settings
 from tests.unit.test_sky import DEC_0834, RA_0834, erfa_observed_hour_angle_rad
@@ -136,7 +136,7 @@ def test_find_earliest_incomplete_window(engine, tmp_path, db_url):
     assert count_groups(engine) == 0, "finding creates nothing"
     assert api.find_earliest_incomplete_window(dec_deg=30.0) is None
 
-    from reconciler.wanting import create_tiling_windows
+    from reconciler.desired.tiling import create_tiling_windows
 
     create_tiling_windows(engine, settings, now=LATER)
     assert api.find_earliest_incomplete_window(dec_deg=DEC).members == tuple(keys[:3])

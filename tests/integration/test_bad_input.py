@@ -30,13 +30,13 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
-from reconciler import groups
 from reconciler.catalogue import load_calibrators
 from reconciler.config import Settings
 from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.models import MeasurementSet
 from reconciler.demo import ARRAY_SCALE, CALIBRATOR, DAY, DEC_DEG, FIELD_OF_VIEW_DEG
+from reconciler.desired import explicit
 from reconciler.io.simulator import (
     INTEGRATION_S,
     INTEGRATIONS_PER_OBSERVATION,
@@ -178,7 +178,7 @@ def make_scene(
                 conn, load_calibrators(settings.calibration.catalogue), overwrite=False
             )
     window_start = START.replace(microsecond=0) - timedelta(seconds=30)
-    request = groups.request_window(
+    request = explicit.request_window(
         engine,
         window_start,
         window_start + timedelta(minutes=10),
@@ -290,7 +290,7 @@ def test_no_calibrator_for_the_dec_strip_is_the_reason(tmp_path, sqlite_url, dis
 
     row = scene.settle()
 
-    assert (row["phase"], row["converted"], row["calibrated"]) == ("waiting", 1, 0)
+    assert (row["phase"], row["converted"], row["calibrated"]) == ("blocked", 1, 0)
     assert row["reason"] == f"{KEY}: no bandpass calibrator registered for dec {DEC_DEG:.2f}"
     assert row["last_error"] is None, "waiting for a calibrator is not an error"
     ms = scene.ms_path()

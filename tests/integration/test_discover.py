@@ -20,9 +20,10 @@ from sqlalchemy import Engine, delete, select
 import reconciler.discover as discover_module
 from reconciler.db.engine import reading, writing
 from reconciler.db.models import Observation, RawFile
-from reconciler.discover import DiscoveryPolicy, DiscoveryReport, discover
+from reconciler.discover import DiscoveryReport, discover
 from reconciler.io.simulator import INTEGRATION_S, simulate_observations
 from reconciler.naming import observation_key
+from reconciler.observations import DiscoveryPolicy
 
 T0 = datetime(2025, 3, 1, 0, 0, 0, tzinfo=UTC)
 OBSERVATION = timedelta(seconds=24 * INTEGRATION_S)

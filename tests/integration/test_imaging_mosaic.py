@@ -22,11 +22,11 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from reconciler.io.casa import casa_environment
+from reconciler.io.deconvolve import circular_beam
 from reconciler.io.imaging import (
     ImageResult,
     ImagingError,
     choose_grid,
-    circular_beam,
     fast_fft_size,
     image_measurement_set,
     pointing_icrs,

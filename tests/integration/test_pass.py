@@ -10,9 +10,9 @@ from sqlalchemy import Engine, func, select, text
 from reconciler.config import Settings
 from reconciler.db.engine import reading, writing
 from reconciler.db.models import Action, Event, MosaicGroup
-from reconciler.groups import request_window
+from reconciler.desired.explicit import request_window
+from reconciler.engine.registry import load_registry
 from reconciler.service import Reconciler
-from reconciler.steps import load_registry
 from tests.world import OBSERVATION, T0, add_observations, add_solution
 
 LATER = T0 + timedelta(days=1)
@@ -160,7 +160,7 @@ def test_a_permanent_failure_fails_the_group_without_blocking_later_windows(engi
 
 
 def test_retry_command_gives_failed_actions_new_attempts(engine, settings):
-    from reconciler.groups import retry
+    from reconciler.desired.commands import retry
 
     keys = add_observations(engine, 3)
     add_solution(engine, keys[0])
@@ -177,6 +177,23 @@ def test_retry_command_gives_failed_actions_new_attempts(engine, settings):
     service.run_pass()
 
     assert phases(engine) == {group: "published"}
+
+
+def test_an_error_while_preparing_fails_the_action_with_its_reason(engine, settings):
+    keys = add_observations(engine, 3)
+    add_solution(engine, keys[0])
+    (settings.paths.work / "behaviour.json").write_text(
+        json.dumps({"mosaic": {"prepare": "permanent"}})
+    )
+    group = request(engine, settings, T0, 3)
+
+    report = reconciler_at(engine, settings, LATER).run_pass()
+
+    assert [a.outcome for a in report.actions if a.label.startswith("mosaic")] == ["failed"]
+    with reading(engine) as conn:
+        row = conn.execute(select(MosaicGroup).where(MosaicGroup.id == group)).one()
+    assert row.phase == "failed"
+    assert f"mosaic group:{group} cannot be prepared" in row.status_reason
 
 
 def test_attempts_are_capped(engine, settings):
@@ -225,7 +242,7 @@ def test_a_vanished_product_is_made_again(engine, settings):
 
 
 def test_pause_resume_and_cancel(engine, settings):
-    from reconciler.groups import cancel, set_paused
+    from reconciler.desired.commands import cancel, set_paused
 
     keys = add_observations(engine, 6)
     add_solution(engine, keys[0])
@@ -288,7 +305,7 @@ def test_no_calibrator_is_reported(engine, settings):
 
     with reading(engine) as conn:
         row = conn.execute(select(MosaicGroup).where(MosaicGroup.id == group)).one()
-    assert row.phase == "waiting"
+    assert row.phase == "blocked"
     assert "no bandpass calibrator registered for dec 55.57" in row.status_reason
 
 

@@ -19,8 +19,8 @@ from reconciler.db.migrate import (
     upgrade,
 )
 from reconciler.db.models import Action, MosaicGroup
+from reconciler.desired.explicit import request_window
 from reconciler.errors import RequestError, SchemaError
-from reconciler.groups import request_window
 from reconciler.model import ActionKey, ActionKind, ActionSpec
 from reconciler.retry import RetryLater
 from tests.world import OBSERVATION, T0, add_observations

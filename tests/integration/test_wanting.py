@@ -17,15 +17,12 @@ from sqlalchemy import Engine, func, select, text
 from reconciler.config import Settings
 from reconciler.db.engine import reading, writing
 from reconciler.db.models import Event, MosaicGroup, MosaicGroupMember, Observation
+from reconciler.desired.centred import request_centred
+from reconciler.desired.late import new_generation
+from reconciler.desired.tiling import create_tiling_windows, observation_limit
+from reconciler.engine.registry import load_registry
 from reconciler.errors import NotFoundError, RequestError
 from reconciler.service import Reconciler
-from reconciler.steps import load_registry
-from reconciler.wanting import (
-    create_tiling_windows,
-    new_generation,
-    observation_limit,
-    request_centred,
-)
 from reconciler.windows import ObservationSpan, WindowState, tile_windows
 from tests.conftest import make_settings
 from tests.world import DEC, OBSERVATION, T0, add_calibrator, add_observations, add_solution
@@ -487,7 +484,7 @@ def test_late_data_for_a_published_window_is_reported_and_a_new_version_made_on_
 
 
 def test_a_new_version_is_only_made_of_a_published_group(engine, settings):
-    from reconciler.groups import request_window
+    from reconciler.desired.explicit import request_window
 
     group = request_window(
         engine, T0, T0 + 3 * OBSERVATION, max_window=timedelta(hours=24)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from reconciler.db.engine import reading
 from reconciler.db.models import Action, Event, MosaicGroup
-from reconciler.groups import request_window
+from reconciler.desired.explicit import request_window
 from tests.conftest import write_config
 from tests.world import OBSERVATION, T0, add_observations, add_solution
 

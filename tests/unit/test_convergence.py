@@ -46,6 +46,7 @@ IDLE_PHASES = {
     Phase.PUBLISHED,
     Phase.PAUSED,
     Phase.WAITING,
+    Phase.BLOCKED,
     Phase.INSUFFICIENT,
 }
 OBSERVATION_KINDS = (ActionKind.CONVERT, ActionKind.SOLVE, ActionKind.APPLY, ActionKind.IMAGE)
@@ -320,10 +321,13 @@ def expected_phase(group: DesiredGroup, world: World, policy: DecidePolicy, now:
     if not members:
         return Phase.INSUFFICIENT if arrived else Phase.WAITING
     # Calibration is the first member's strip's; another group may have calibrated the rest.
-    uncalibratable = world.strips[members[0].dec_deg].problem is not None and not all(
-        m.calibrated for m in members
+    # A ready member that cannot be calibrated blocks the group; one not ready only waits.
+    uncalibratable = world.strips[members[0].dec_deg].problem is not None and any(
+        m.ready and not m.calibrated for m in members
     )
-    if not all(m.ready for m in members) or uncalibratable or not arrived:
+    if uncalibratable:
+        return Phase.BLOCKED
+    if not all(m.ready for m in members) or not arrived:
         return Phase.WAITING
     if len(members) < policy.min_observations:
         return Phase.INSUFFICIENT

@@ -273,7 +273,7 @@ PHASE_CASES = [
             calibration=CalibrationState(problem=NO_CALIBRATOR),
         ),
         LATE,
-        Phase.WAITING,
+        Phase.BLOCKED,
         f"{key_of(0)}: {NO_CALIBRATOR}; {key_of(1)}: {NO_CALIBRATOR}",
         [],
         id="calibration-problem",
@@ -281,10 +281,21 @@ PHASE_CASES = [
     pytest.param(
         observed(members=members("converted"), calibration=CalibrationState()),
         LATE,
-        Phase.WAITING,
+        Phase.BLOCKED,
         f"{key_of(0)}: no calibration available",
         [],
         id="calibration-unknown",
+    ),
+    pytest.param(
+        observed(
+            members=(member(0, "converted"), member(1, "raw", ready=False)),
+            calibration=CalibrationState(problem=NO_CALIBRATOR),
+        ),
+        EARLY,
+        Phase.BLOCKED,
+        f"{key_of(0)}: {NO_CALIBRATOR}; {key_of(1)}: raw data incomplete",
+        [],
+        id="blocked-outranks-waiting-for-raw-data",
     ),
     pytest.param(
         observed(

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from reconciler.steps.runner import remove_orphaned_scratch
+from reconciler.engine.runner import remove_orphaned_scratch
 
 
 def dead_pid() -> int:

@@ -71,7 +71,7 @@ def max_elevation_times(ra_deg: float, dec_deg: float, guesses: list[datetime]) 
     """
     source = SkyCoord(ra_deg * u.deg, dec_deg * u.deg)
     base = Time(guesses)
-    location = sky.DSA110.earth_location()
+    location = sky.earth_location(sky.DSA110)
 
     def elevation(offset_s: np.ndarray) -> np.ndarray:
         frame = AltAz(obstime=base + offset_s * u.s, location=location)
@@ -110,7 +110,7 @@ def test_transits_agree_with_maximum_elevation(week_of_transits):
 
 
 def test_naive_lst_equals_j2000_ra_is_off_by_about_two_minutes(week_of_transits):
-    location = sky.DSA110.earth_location()
+    location = sky.earth_location(sky.DSA110)
     for transit in week_of_transits:
         lst_deg = Time(transit).sidereal_time("apparent", longitude=location).deg
         # At the true transit, LST has already passed the J2000 RA by this many seconds.

@@ -11,9 +11,9 @@ import pytest
 from reconciler import sky
 from reconciler.config import Settings, load_settings
 from reconciler.decide import DecidePolicy, decide_group
+from reconciler.desired.tiling import _continuation
 from reconciler.errors import ConfigError
 from reconciler.model import DesiredGroup, GroupObserved, Origin, Phase
-from reconciler.wanting import _continuation
 from reconciler.windows import ObservationSpan, tile_windows
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)

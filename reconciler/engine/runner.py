@@ -106,7 +106,7 @@ def run_in_child(
         log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             child = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.steps.child", str(spec_path)],
+                [sys.executable, "-m", "reconciler.engine.child", str(spec_path)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,6 +1,6 @@
 """Entry point of the child process that performs one action.
 
-``python -m reconciler.steps.child SPEC.json``: the spec names the function
+``python -m reconciler.engine.child SPEC.json``: the spec names the function
 (``"module:function"``), its payload, and where to write the outcome. The outcome file is
 written atomically and holds either ``{"ok": result}`` or ``{"error": {...}}``; the exit
 status is only a fallback for crashes that leave no file.

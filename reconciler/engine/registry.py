@@ -16,6 +16,7 @@ trusts artifacts, not flags. ``child_env`` adds environment variables for the ch
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from reconciler.config import Settings
+from reconciler.errors import ConfigError
 from reconciler.model import ActionKind, ClaimedAction
 
 Payload = dict[str, Any]
@@ -75,3 +77,22 @@ class ActionRegistry:
         if handler is None or handler.product_exists is None:
             return True
         return handler.product_exists(path)
+
+
+def load_registry(settings: Settings) -> ActionRegistry:
+    """The registry named by ``actions.registry`` (the product's unless configured).
+
+    Raises
+    ------
+    ConfigError
+        When the name does not import, or what it returns is no :class:`ActionRegistry`.
+    """
+    module_name, _, function = settings.actions.registry.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"actions.registry {settings.actions.registry!r}: {exc}") from exc
+    registry = factory()
+    if not isinstance(registry, ActionRegistry):
+        raise ConfigError(f"actions.registry {settings.actions.registry!r} is no ActionRegistry")
+    return registry

@@ -1,0 +1,52 @@
+"""Command line: parse, call, print (a table for people, ``--json`` for programs).
+
+Exit status: 0 success; 1 an action failed (``run --once``) or a waited-for mosaic was not
+published (``request --wait``); 2 bad input or configuration; 3 ``request --wait`` timed
+out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.exc import OperationalError
+
+from reconciler.cli.arguments import build_parser
+from reconciler.cli.commands import COMMANDS
+from reconciler.config import load_settings, redact_url
+from reconciler.errors import ReconcilerError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reconciler`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        _configure_logging(args.log_level or settings.logging.level)
+        return COMMANDS[args.command](args, settings)
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error of ours.
+        sys.stderr.close()
+        return 0
+    except OperationalError as exc:
+        url = redact_url(load_settings(args.config).database_url)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        print(f"reconciler: cannot use database {url}: {reason}", file=sys.stderr)
+        return 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+    logging.Formatter.converter = time.gmtime
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

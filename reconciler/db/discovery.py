@@ -1,0 +1,375 @@
+"""The database side of discovery: ``raw_files`` rows and the observations grouped from them.
+
+Regrouping is local: only the files whose data starts link (within the grouping tolerance)
+to a changed file or to an observation under review are read, clustered and judged
+(:mod:`reconciler.observations`), and only the differences from the stored rows are
+written. An observation already ready is judged again only when one of its files changed or
+vanished or a file arrived beside it, so the cost of a pass follows the number not ready,
+not the length of the history.
+
+``raw_files.observation_id`` names the observation a file is *used in*: a file excluded
+from its observation is left unlinked, so whatever converts an observation's linked files
+gets a consistent set. An observation no file is used in any more is deleted, or retired
+when a product or a mosaic group still refers to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, delete, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from reconciler.db.models import (
+    CalibratedMS,
+    CalibrationSolution,
+    Image,
+    MeasurementSet,
+    MosaicGroupMember,
+    Observation,
+    RawFile,
+)
+from reconciler.observations import (
+    Assessment,
+    DiscoveryPolicy,
+    RawMember,
+    assess,
+    cluster_by_start,
+)
+
+_T = TypeVar("_T")
+
+#: Bound on the size of one statement (time intervals OR'd, ids in an IN list, rows inserted).
+_CHUNK = 500
+
+#: Tables whose rows make an observation worth keeping even when no raw file is used in it.
+_DEPENDENTS = (MeasurementSet, CalibrationSolution, CalibratedMS, Image, MosaicGroupMember)
+
+RETIRED_PROBLEM = "no raw files: they were regrouped under an earlier data start"
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What ``raw_files`` holds about a file: enough to tell whether it changed on disk."""
+
+    size: int
+    mtime: float
+    observation_id: int | None
+
+
+def known_files(conn: Connection) -> dict[str, KnownFile]:
+    """Every recorded raw file by path."""
+    stmt = select(RawFile.path, RawFile.size_bytes, RawFile.mtime, RawFile.observation_id)
+    return {
+        row.path: KnownFile(row.size_bytes, row.mtime, row.observation_id)
+        for row in conn.execute(stmt)
+    }
+
+
+def previous_placement(
+    conn: Connection, paths: Iterable[str]
+) -> dict[str, tuple[datetime | None, int | None]]:
+    """Data start and observation of re-read files before this pass, to regroup both.
+
+    Paths without a row (new files) are absent from the result.
+    """
+    found: dict[str, tuple[datetime | None, int | None]] = {}
+    for chunk in _chunks(paths, _CHUNK):
+        stmt = select(RawFile.path, RawFile.data_start, RawFile.observation_id).where(
+            RawFile.path.in_(chunk)
+        )
+        found |= {row.path: (row.data_start, row.observation_id) for row in conn.execute(stmt)}
+    return found
+
+
+def upsert_raw_files(
+    conn: Connection, records: Mapping[str, dict[str, Any]], now: datetime
+) -> None:
+    """Insert or refresh the ``raw_files`` row of each record (its column values, by path).
+
+    A new file is first seen ``now``; every written file is left unlinked from observations.
+    """
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(RawFile)
+    for chunk in _chunks(records.values(), _CHUNK):
+        stmt = insert.values([{**row, "seen_at": now} for row in chunk])
+        # A re-read file keeps seen_at (the grace period counts from its first arrival)
+        # and is unlinked until regrouping places it again.
+        refreshed = {column: stmt.excluded[column] for column in chunk[0] if column != "path"}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["path"], set_={**refreshed, "observation_id": None}
+        )
+        conn.execute(stmt)
+
+
+@dataclass
+class ObservationChanges:
+    """The writes that bring observations in line with their files; empty if none."""
+
+    create: list[Assessment] = field(default_factory=list)
+    update: list[tuple[int, Assessment]] = field(default_factory=list)
+    link: list[tuple[str, list[int]]] = field(default_factory=list)
+    unlink: list[int] = field(default_factory=list)
+    retire: dict[int, str] = field(default_factory=dict)
+    remove: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Whether the observations already match their files."""
+        return not (
+            self.create or self.update or self.link or self.unlink or self.retire or self.remove
+        )
+
+
+def observation_changes(
+    conn: Connection,
+    anchors: Sequence[datetime],
+    former: Collection[int],
+    *,
+    find_missing: Callable[[Collection[str]], Collection[str]],
+    now: datetime,
+    policy: DiscoveryPolicy,
+) -> ObservationChanges:
+    """Regroup the files near ``anchors`` and near every observation not ready or in
+    ``former``, and list what must change. Reads only.
+
+    ``find_missing`` returns those of the given paths that are no longer on disk.
+    Observations already ready are left alone unless named in ``former``.
+    """
+    rejudge = conn.execute(
+        select(Observation.id, Observation.start_time).where(
+            or_(Observation.ready.is_(False), Observation.id.in_(list(former)))
+        )
+    ).all()
+    members = _neighbourhood(
+        conn, [*anchors, *(row.start_time for row in rejudge)], policy.group_tolerance
+    )
+    candidates = {*former, *(row.id for row in rejudge)}
+    candidates |= {m.observation_id for m in members if m.observation_id is not None}
+    missing = find_missing({m.path for m in members})
+    clusters = cluster_by_start(members, policy.group_tolerance)
+    broken = _unreadable_near(conn, clusters, policy.group_tolerance)
+    verdicts = [
+        assess(
+            c,
+            missing=missing,
+            now=now,
+            policy=policy,
+            unreadable=[
+                text
+                for name_time, text in broken
+                if abs(name_time - min(m.data_start for m in c)) <= policy.group_tolerance
+            ],
+        )
+        for c in clusters
+    ]
+    stored = _stored(conn, [v.key for v in verdicts], candidates)
+    by_key = {row["key"]: row for row in stored.values()}
+
+    changes = ObservationChanges()
+    for cluster, verdict in zip(clusters, verdicts, strict=True):
+        row = by_key.get(verdict.key)
+        if row is None:
+            changes.create.append(verdict)
+        elif _differs(row, verdict):
+            changes.update.append((row["id"], verdict))
+        relink = [
+            m.id
+            for m in cluster
+            if m.id in verdict.used and (row is None or m.observation_id != row["id"])
+        ]
+        if relink:
+            changes.link.append((verdict.key, relink))
+        changes.unlink += [
+            m.id for m in cluster if m.id not in verdict.used and m.observation_id is not None
+        ]
+    placed = {by_key[v.key]["id"] for v in verdicts if v.key in by_key}
+    orphans = {obs_id for obs_id in candidates - placed if obs_id in stored}
+    if orphans:
+        referenced = _referenced(conn, orphans)
+        for obs_id in orphans:
+            row = stored[obs_id]
+            if obs_id not in referenced:
+                changes.remove[obs_id] = row["key"]
+            elif (row["ready"], row["n_subbands"], row["problem"]) != (False, 0, RETIRED_PROBLEM):
+                changes.retire[obs_id] = row["key"]
+    return changes
+
+
+def apply_observation_changes(
+    conn: Connection, changes: ObservationChanges, now: datetime
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Write ``changes``; return the keys created, updated (or retired) and removed."""
+    ids: dict[str, int] = {}
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        Observation
+    )
+    for verdict in changes.create:
+        values = _values(verdict)
+        # The unique key, not the read that found the key absent, is what prevents a
+        # duplicate under concurrency.
+        stmt = insert.values(key=verdict.key, updated_at=now, **values).on_conflict_do_update(
+            index_elements=["key"], set_={**values, "updated_at": now}
+        )
+        ids[verdict.key] = conn.execute(stmt.returning(Observation.id)).scalar_one()
+    for obs_id, verdict in changes.update:
+        conn.execute(
+            update(Observation)
+            .where(Observation.id == obs_id)
+            .values(updated_at=now, **_values(verdict))
+        )
+    for key, file_ids in changes.link:
+        obs_id = (
+            ids.get(key)
+            or conn.execute(select(Observation.id).where(Observation.key == key)).scalar_one()
+        )
+        for chunk in _chunks(file_ids, _CHUNK):
+            conn.execute(update(RawFile).where(RawFile.id.in_(chunk)).values(observation_id=obs_id))
+    for chunk in _chunks(changes.unlink, _CHUNK):
+        conn.execute(update(RawFile).where(RawFile.id.in_(chunk)).values(observation_id=None))
+    if changes.retire:
+        conn.execute(
+            update(Observation)
+            .where(Observation.id.in_(list(changes.retire)))
+            .values(ready=False, n_subbands=0, problem=RETIRED_PROBLEM, updated_at=now)
+        )
+    if changes.remove:
+        # Guarded by the files themselves: an observation a file is still used in stays.
+        conn.execute(
+            delete(Observation).where(
+                Observation.id.in_(list(changes.remove)),
+                ~exists().where(RawFile.observation_id == Observation.id),
+            )
+        )
+    updated = {verdict.key for _, verdict in changes.update} | set(changes.retire.values())
+    return (
+        tuple(v.key for v in changes.create),
+        tuple(sorted(updated)),
+        tuple(sorted(changes.remove.values())),
+    )
+
+
+def _unreadable_near(
+    conn: Connection, clusters: Sequence[Sequence[RawMember]], tolerance: timedelta
+) -> list[tuple[datetime, str]]:
+    """(name time, error naming the file) of unreadable files named near any cluster."""
+    if not clusters:
+        return []
+    starts = [min(m.data_start for m in c) for c in clusters]
+    rows = conn.execute(
+        select(RawFile.path, RawFile.name_time, RawFile.error).where(
+            RawFile.error.is_not(None),
+            RawFile.name_time.between(min(starts) - tolerance, max(starts) + tolerance),
+        )
+    ).all()
+    return [(row.name_time, row.error) for row in rows]
+
+
+def _neighbourhood(
+    conn: Connection, anchors: Iterable[datetime], tolerance: timedelta
+) -> list[RawMember]:
+    """Every readable file linked to an anchor time through starts within ``tolerance``.
+
+    Grows outwards until closed, so a cluster is always regrouped whole, including one a
+    new file bridges to its neighbour.
+    """
+    readable = select(
+        RawFile.id,
+        RawFile.path,
+        RawFile.subband,
+        RawFile.data_start,
+        RawFile.data_end,
+        RawFile.dec_deg,
+        RawFile.n_channels,
+        RawFile.seen_at,
+        RawFile.observation_id,
+    ).where(RawFile.error.is_(None), RawFile.data_start.is_not(None))
+    found: dict[int, RawMember] = {}
+    covered: list[tuple[datetime, datetime]] = []
+    frontier = list(anchors)
+    while frontier:
+        wanted = _merge(
+            (t - tolerance, t + tolerance) for t in frontier if not _inside(t, tolerance, covered)
+        )
+        covered = _merge([*covered, *wanted])
+        frontier = []
+        for chunk in _chunks(wanted, _CHUNK):
+            near = or_(*(RawFile.data_start.between(low, high) for low, high in chunk))
+            for row in conn.execute(readable.where(near)):
+                if row.id not in found:
+                    found[row.id] = RawMember(**row._mapping)
+                    frontier.append(row.data_start)
+    return list(found.values())
+
+
+def _merge(intervals: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(intervals):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _inside(t: datetime, tolerance: timedelta, covered: list[tuple[datetime, datetime]]) -> bool:
+    """Whether ``t ± tolerance`` lies inside one of the sorted, disjoint ``covered``."""
+    index = bisect.bisect_right(covered, (t, t)) - 1
+    return any(
+        low <= t - tolerance and t + tolerance <= high
+        for low, high in covered[max(index, 0) : index + 2]
+    )
+
+
+def _stored(conn: Connection, keys: Sequence[str], ids: Collection[int]) -> dict[int, Any]:
+    """Observation rows under ``keys`` or ``ids``, by id."""
+    found: dict[int, Any] = {}
+    for key_chunk in _chunks(keys, _CHUNK):
+        stmt = select(Observation).where(Observation.key.in_(key_chunk))
+        found |= {row["id"]: row for row in conn.execute(stmt).mappings()}
+    for id_chunk in _chunks(set(ids) - set(found), _CHUNK):
+        stmt = select(Observation).where(Observation.id.in_(id_chunk))
+        found |= {row["id"]: row for row in conn.execute(stmt).mappings()}
+    return found
+
+
+def _referenced(conn: Connection, obs_ids: Collection[int]) -> set[int]:
+    """Observations among ``obs_ids`` that a product or a mosaic group refers to."""
+    referenced: set[int] = set()
+    for table in _DEPENDENTS:
+        column = table.__table__.c.observation_id
+        referenced |= set(conn.execute(select(column).where(column.in_(list(obs_ids)))).scalars())
+    return referenced
+
+
+def _values(verdict: Assessment) -> dict[str, Any]:
+    return {
+        "start_time": verdict.start,
+        "end_time": verdict.end,
+        "dec_deg": verdict.dec_deg,
+        "n_subbands": verdict.n_subbands,
+        "ready": verdict.ready,
+        "problem": verdict.problem,
+        "first_seen_at": verdict.first_seen,
+    }
+
+
+def _differs(stored: Mapping[str, Any], verdict: Assessment) -> bool:
+    for column, value in _values(verdict).items():
+        if isinstance(value, float):
+            # Floats round-trip exactly on both backends; the slack is for summation order.
+            if abs(stored[column] - value) > 1e-9:
+                return True
+        elif stored[column] != value:
+            return True
+    return False
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,79 @@
+"""Commands on a desired mosaic: pause, resume, cancel, retry.
+
+These write only desired state (and reset failed actions on ``retry``); the service does
+the rest on its next pass.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, update
+
+from reconciler.db import queries
+from reconciler.db.engine import writing
+from reconciler.db.models import MosaicGroup
+from reconciler.errors import NotFoundError
+from reconciler.naming import group_target, observation_target
+from reconciler.observe import Snapshot
+
+
+def _require_group(conn: Connection, group_id: int) -> None:
+    if not queries.group_exists(conn, group_id):
+        raise NotFoundError(f"no mosaic group with id {group_id}")
+
+
+def set_paused(engine: Engine, group_id: int, paused: bool, *, actor: str = "cli") -> int:
+    """Pause (no new work; queued work is cancelled) or resume a group.
+
+    Returns the number of queued actions cancelled by a pause.
+    """
+    now = datetime.now(UTC)
+    with writing(engine) as conn:
+        _require_group(conn, group_id)
+        conn.execute(update(MosaicGroup).where(MosaicGroup.id == group_id).values(paused=paused))
+        cancelled = queries.cancel_pending(conn, group_id, now=now) if paused else 0
+        word = "paused" if paused else "resumed"
+        queries.record_event(conn, word, f"group {word}", at=now, group_id=group_id, actor=actor)
+    return cancelled
+
+
+def cancel(engine: Engine, group_id: int, *, actor: str = "cli") -> int:
+    """Cancel a group for good; its queued actions are cancelled. Returns how many."""
+    now = datetime.now(UTC)
+    with writing(engine) as conn:
+        _require_group(conn, group_id)
+        conn.execute(update(MosaicGroup).where(MosaicGroup.id == group_id).values(cancelled=True))
+        cancelled = queries.cancel_pending(conn, group_id, now=now)
+        queries.record_event(
+            conn, "cancelled", "group cancelled", at=now, group_id=group_id, actor=actor
+        )
+    return cancelled
+
+
+def retry(engine: Engine, snapshot: Snapshot, group_id: int, *, actor: str = "cli") -> int:
+    """Give the failed actions of a group a fresh set of attempts. Returns how many.
+
+    ``snapshot`` must hold the group (observe it by id), so the member and calibration
+    targets are known.
+    """
+    now = datetime.now(UTC)
+    found = [g for g in snapshot.groups if g.observed.group.id == group_id]
+    if not found:
+        raise NotFoundError(f"no mosaic group with id {group_id}")
+    observed = found[0].observed
+    targets = [group_target(group_id)]
+    targets += [observation_target(m.key) for m in observed.members]
+    if observed.calibration.solve_target is not None:
+        targets.append(observation_target(observed.calibration.solve_target))
+    with writing(engine) as conn:
+        reset = queries.reset_failed(conn, targets)
+        queries.record_event(
+            conn,
+            "retry",
+            f"retry requested: {reset} failed action(s) reset",
+            at=now,
+            group_id=group_id,
+            actor=actor,
+        )
+    return reset

@@ -1,0 +1,213 @@
+"""Perform one claimed action: prepare its payload, run it in a child process under its
+lease, and record the outcome, every write fenced by the lease token.
+
+This is the engine's side of an action; what the action does is its handler's business
+(:mod:`reconciler.engine.registry`, the handlers in :mod:`reconciler.steps`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from reconciler.config import Settings
+from reconciler.db import queries
+from reconciler.db.engine import reading, writing
+from reconciler.engine.registry import ActionRegistry
+from reconciler.engine.runner import (
+    ChildLimits,
+    Failed,
+    Interrupted,
+    LeaseLost,
+    Outcome,
+    Succeeded,
+    run_in_child,
+)
+from reconciler.errors import ActionError, PermanentError, TemporaryError
+from reconciler.model import ClaimedAction
+from reconciler.retry import FailureKind, GiveUp, after_failure, decision_text
+
+log = logging.getLogger("reconciler")
+
+
+@dataclass(frozen=True)
+class ActionReport:
+    """How one claimed action ended in this pass."""
+
+    action_id: int
+    label: str
+    outcome: str
+    seconds: float
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True for an attempt that ended in an error (retried or terminal)."""
+        return self.outcome in {"retry", "failed"}
+
+
+def failure_of(exc: ActionError, prefix: str, seconds: float) -> Failed:
+    """An error raised in the parent (prepare or record), as a failed outcome."""
+    kind = FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TEMPORARY
+    delay = exc.delay_seconds if isinstance(exc, TemporaryError) else None
+    return Failed(kind, f"{prefix}{exc}", seconds, delay)
+
+
+class Executor:
+    """Performs the actions one worker claimed, against one database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        registry: ActionRegistry,
+        *,
+        owner: str,
+        clock: Callable[[], datetime],
+        jitter: Callable[[], float],
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.registry = registry
+        self.owner = owner
+        self.clock = clock
+        self.jitter = jitter
+
+    def perform(self, claimed: ClaimedAction, stop: threading.Event) -> ActionReport:
+        """Run one claimed action out of process and record its outcome, fenced by its token."""
+        handler = self.registry[claimed.key.kind]
+        label = f"{claimed.key.kind} {claimed.key.target}"
+        payload: dict[str, Any] = {}
+        try:
+            with reading(self.engine) as conn:
+                payload = handler.prepare(conn, claimed, self.settings)
+        except ActionError as exc:
+            outcome: Outcome = failure_of(exc, "", 0.0)
+        else:
+            limits = ChildLimits(
+                timeout_seconds=handler.timeout_seconds or self.settings.actions.timeout_seconds,
+                heartbeat_seconds=self.settings.lease.heartbeat_seconds,
+                env=handler.child_env(self.settings) if handler.child_env else {},
+            )
+            outcome = run_in_child(
+                handler.run,
+                payload,
+                limits,
+                renew_lease=lambda: self._renew(claimed),
+                stop=stop,
+                log_path=self._log_path(claimed),
+            )
+        report = self._settle(claimed, payload, outcome)
+        log.info(
+            "%s attempt %d: %s after %.1f s%s",
+            label,
+            claimed.attempts,
+            report.outcome,
+            report.seconds,
+            f": {report.message}" if report.message else "",
+        )
+        return report
+
+    def _log_path(self, claimed: ClaimedAction) -> Path:
+        """Where the child's output goes: one file per action, appended per attempt."""
+        name = f"{claimed.key.kind}_{claimed.key.target.replace(':', '_')}.log"
+        path = self.settings.paths.work / "logs" / "actions" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _renew(self, claimed: ClaimedAction) -> bool:
+        try:
+            with writing(self.engine) as conn:
+                return queries.heartbeat(
+                    conn, claimed, now=self.clock(), lease_seconds=self.settings.lease.seconds
+                )
+        except DBAPIError as exc:
+            # A database hiccup is not a lost lease: keep the child, try at the next beat.
+            log.warning("heartbeat for action %d failed: %s", claimed.id, exc)
+            return True
+
+    def _settle(
+        self, claimed: ClaimedAction, payload: dict[str, Any], outcome: Outcome
+    ) -> ActionReport:
+        label = f"{claimed.key.kind} {claimed.key.target}"
+        now = self.clock()
+        if isinstance(outcome, Succeeded):
+            try:
+                with writing(self.engine) as conn:
+                    if not queries.complete(conn, claimed, now=now):
+                        return self._lost(claimed, label, outcome.seconds)
+                    self.registry[claimed.key.kind].record(conn, claimed, payload, outcome.result)
+                    queries.record_event(
+                        conn,
+                        "action_done",
+                        f"{label} done in {outcome.seconds:.1f} s",
+                        at=now,
+                        group_id=claimed.group_id,
+                        action_id=claimed.id,
+                        actor=self.owner,
+                    )
+                return ActionReport(claimed.id, label, "done", outcome.seconds)
+            except ActionError as exc:
+                outcome = failure_of(exc, "recording the result failed: ", outcome.seconds)
+        if isinstance(outcome, LeaseLost):
+            return self._lost(claimed, label, outcome.seconds)
+        if isinstance(outcome, Interrupted):
+            with writing(self.engine) as conn:
+                queries.release(conn, claimed, now=now)
+                queries.record_event(
+                    conn,
+                    "action_released",
+                    f"{label} released: the worker is stopping",
+                    at=now,
+                    group_id=claimed.group_id,
+                    action_id=claimed.id,
+                    actor=self.owner,
+                )
+            return ActionReport(claimed.id, label, "released", outcome.seconds)
+        assert isinstance(outcome, Failed)
+        decision = after_failure(
+            self.settings.retry_policy,
+            attempts=claimed.attempts,
+            kind=outcome.kind,
+            message=outcome.message,
+            jitter_draw=self.jitter(),
+            requested_delay=outcome.delay_seconds,
+        )
+        gave_up = isinstance(decision, GiveUp)
+        with writing(self.engine) as conn:
+            if not queries.fail(
+                conn, claimed, decision, error_kind=outcome.kind, message=outcome.message, now=now
+            ):
+                return self._lost(claimed, label, outcome.seconds)
+            queries.record_event(
+                conn,
+                "action_failed" if gave_up else "action_retry",
+                f"{label}: {outcome.message}; {decision_text(decision)}",
+                at=now,
+                group_id=claimed.group_id,
+                action_id=claimed.id,
+                actor=self.owner,
+            )
+        verdict = "failed" if gave_up else "retry"
+        return ActionReport(claimed.id, label, verdict, outcome.seconds, outcome.message)
+
+    def _lost(self, claimed: ClaimedAction, label: str, seconds: float) -> ActionReport:
+        with writing(self.engine) as conn:
+            queries.record_event(
+                conn,
+                "lease_lost",
+                f"{label}: lease lost; this worker's result was discarded",
+                at=self.clock(),
+                group_id=claimed.group_id,
+                action_id=claimed.id,
+                actor=self.owner,
+            )
+        return ActionReport(claimed.id, label, "lease-lost", seconds)

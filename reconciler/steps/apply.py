@@ -1,0 +1,77 @@
+"""Apply: the solution that serves an observation, applied to a copy of its MS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
+
+from reconciler.config import Settings
+from reconciler.db import artifacts
+from reconciler.eligibility import serving_solution
+from reconciler.engine.environment import casa_child_env
+from reconciler.engine.registry import ActionHandler
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.model import ActionKind, ClaimedAction
+from reconciler.naming import calibrated_ms_path, parse_target
+from reconciler.steps.convert import ms_exists
+from reconciler.steps.solve import converted_observation, solution_exists
+
+
+def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
+    """The observation's MS and the solution that serves it (tables still on disk)."""
+    _, key = parse_target(claimed.key.target)
+    obs = converted_observation(conn, key)
+    tolerance = settings.calibration.dec_strip_tolerance_deg
+    candidates = artifacts.solutions_valid_during(conn, obs.start_time, obs.end_time)
+    chosen = serving_solution(
+        [s for s in candidates if solution_exists(s.tables)],
+        dec_deg=obs.dec_deg,
+        start=obs.start_time,
+        end=obs.end_time,
+        tolerance_deg=tolerance,
+    )
+    if chosen is None:
+        raise TemporaryError(f"no valid calibration solution for observation {key} yet")
+    return {
+        "key": key,
+        "ms": obs.path,
+        "tables": json.loads(chosen.tables),
+        "solution_id": chosen.id,
+        "out_ms": str(calibrated_ms_path(settings.paths.work, key)),
+    }
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    """CASA child: copy the MS and apply the tables to the copy (renamed into place)."""
+    from reconciler.io.casa import CasaError, apply_calibration
+
+    out_ms = Path(payload["out_ms"])
+    if ms_exists(str(out_ms)):
+        return {"path": str(out_ms)}
+    out_ms.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return {"path": apply_calibration(payload["ms"], payload["tables"], out_ms)}
+    except CasaError as exc:
+        raise PermanentError(str(exc)) from exc
+
+
+def record(
+    conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Record which solution was applied, and where the calibrated MS is."""
+    artifacts.record_calibrated(
+        conn, payload["key"], path=result["path"], solution_id=payload["solution_id"]
+    )
+
+
+HANDLER = ActionHandler(
+    kind=ActionKind.APPLY,
+    run="reconciler.steps.apply:run",
+    prepare=prepare,
+    record=record,
+    product_exists=ms_exists,
+    child_env=casa_child_env,
+)
