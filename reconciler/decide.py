@@ -92,7 +92,7 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
     assert group.window_start is not None and group.window_end is not None
     priority = group.window_start
     arrived = (g.data_through is not None and g.data_through >= group.window_end) or (
-        now >= group.window_end + policy.arrival_grace
+        now >= _arrival_deadline(group.window_end, policy)
     )
     members = tuple(sorted(g.members, key=lambda m: m.start))
 
@@ -232,6 +232,15 @@ def _action_reason(spec: ActionSpec, status: ActionStatus | None, *, now: dateti
     return f"{label} {status.state}"
 
 
+def _arrival_deadline(end: datetime, policy: DecidePolicy) -> datetime:
+    """When a window's data are taken as complete; the end of time for a window that ends
+    at the edge of the calendar (9999-12-31), which must not make decide raise."""
+    try:
+        return end + policy.arrival_grace
+    except OverflowError:
+        return datetime.max.replace(tzinfo=end.tzinfo)
+
+
 def _arrival_reason(g: GroupObserved, policy: DecidePolicy) -> str:
     end = g.group.window_end
     assert end is not None
@@ -239,7 +248,7 @@ def _arrival_reason(g: GroupObserved, policy: DecidePolicy) -> str:
         newest = "no data yet"
     else:
         newest = f"data so far end {g.data_through:%Y-%m-%d %H:%M:%S}"
-    deadline = end + policy.arrival_grace
+    deadline = _arrival_deadline(end, policy)
     return (
         f"waiting for data up to {end:%Y-%m-%d %H:%M:%S} "
         f"({newest}; proceeds after {deadline:%Y-%m-%d %H:%M:%S})"

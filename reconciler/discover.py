@@ -149,25 +149,50 @@ def discover(
 
 @dataclass(frozen=True)
 class _Stat:
+    """Size and mtime of a raw-looking entry; ``problem`` when it is not a readable file
+    (then size and mtime are the entry's own, so it is reported once, until it changes)."""
+
     size: int
     mtime: float
+    problem: str | None = None
 
 
 def _scan(root: Path) -> dict[str, _Stat]:
-    """Every raw-looking file under ``root`` with its size and mtime (one walk)."""
+    """Every raw-looking entry under ``root`` with its size and mtime (one walk).
+
+    A raw-looking name that is not a readable file (a dangling symlink, a symlink loop, a
+    directory) is kept with its problem, never dropped silently and never raised.
+    """
     found: dict[str, _Stat] = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
+    for directory, subdirectories, names in os.walk(root):
+        for name in (*names, *subdirectories):
             if _RAW_SUFFIX.search(name) is None:
                 continue
             path = os.path.join(directory, name)
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                # Gone between listing and stat: the next pass sees it as it is then.
-                continue
-            found[path] = _Stat(stat.st_size, stat.st_mtime)
+            entry = _stat(path)
+            if entry is not None:
+                found[path] = entry
     return found
+
+
+def _stat(path: str) -> _Stat | None:
+    """The entry at ``path``; None when it is gone (the next pass sees it as it is then)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        problem = "dangling symbolic link"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    else:
+        if os.path.isdir(path):
+            problem = "a directory, not a file"
+        else:
+            return _Stat(stat.st_size, stat.st_mtime)
+    try:
+        own = os.lstat(path)
+    except OSError:
+        return None
+    return _Stat(own.st_size, own.st_mtime, problem)
 
 
 def _inspect(path: str, stat: _Stat) -> dict[str, Any]:
@@ -186,8 +211,10 @@ def _inspect(path: str, stat: _Stat) -> dict[str, Any]:
         "n_channels": None,
         "size_bytes": stat.size,
         "mtime": stat.mtime,
-        "error": None,
+        "error": stat.problem,
     }
+    if stat.problem is not None:
+        return row
     try:
         header = read_raw_header(path)
     except RawFileError as exc:

@@ -45,3 +45,13 @@ class TemporaryError(ActionError):
 
 class PermanentError(ActionError):
     """A failure that will recur on every attempt (bad input, missing calibrator)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line`` of an unexpected exception, for a log line or a recorded error.
+
+    Database errors carry the statement after the first line; the driver's own error
+    (``orig``) is the part that says what happened.
+    """
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"

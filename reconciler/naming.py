@@ -6,6 +6,7 @@ of duplicating it (controller-runtime's rule for everything a reconciler creates
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,3 +72,22 @@ def window_label(start: datetime, end: datetime) -> str:
 def staging_dir(work: Path, group_id: int, generation: int) -> Path:
     """Staging directory of one generation of one mosaic group."""
     return work / "staging" / f"group{group_id:06d}_g{generation}"
+
+
+#: A name one attempt writes before renaming it into place: ``.<final>.attempt-<token>``.
+_ATTEMPT_NAME = re.compile(r"^\.(?P<final>.+)\.attempt-(?P<attempt>[0-9a-f]{32})$")
+
+
+def attempt_path(final: Path, attempt: str) -> Path:
+    """Where attempt ``attempt`` (its lease token, 32 hex digits) writes ``final`` first.
+
+    Beside the final name, hidden, and private to the attempt: two attempts never write the
+    same file, and a dead attempt's leftovers are found by name (:func:`attempt_of`).
+    """
+    return final.with_name(f".{final.name}.attempt-{attempt}")
+
+
+def attempt_of(name: str) -> str | None:
+    """The attempt a temporary name belongs to, or None when ``name`` is no such name."""
+    found = _ATTEMPT_NAME.match(name)
+    return found.group("attempt") if found else None

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import Connection, Engine, delete, update
+from sqlalchemy.exc import DBAPIError
 
 from reconciler.config import Settings
 from reconciler.db import queries
@@ -30,13 +31,14 @@ from reconciler.db.models import MosaicGroup, MosaicGroupMember
 from reconciler.decide import decide
 from reconciler.desired import WantReport, want
 from reconciler.discover import DiscoveryReport, discover
+from reconciler.engine.debris import remove_debris
 from reconciler.engine.execute import ActionReport, Executor
 from reconciler.engine.registry import ActionRegistry
 from reconciler.engine.runner import remove_orphaned_scratch
+from reconciler.errors import describe
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
 from reconciler.observe import ObservedGroup, Snapshot, observe
-from reconciler.retry import FailureKind, after_failure, decision_text
 from reconciler.sky import TransitFinder, transit_finder
 
 log = logging.getLogger("reconciler")
@@ -69,6 +71,7 @@ class PassReport:
     discovery: DiscoveryReport | None = None
     wanting: WantReport | None = None
     actions: list[ActionReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -108,7 +111,8 @@ class Reconciler:
             engine, settings, registry, owner=self.owner, clock=clock, jitter=jitter
         )
         self._report_lock = threading.Lock()
-        self._swept_scratch = False
+        #: Leftovers of dead attempts may exist: at start, and after a reclaim or a failure.
+        self._leftovers_possible = True
         self._statistics_at: float | None = None
 
     # --- reading -------------------------------------------------------------------------
@@ -145,8 +149,8 @@ class Reconciler:
             self.settings.passes.max_actions, started_clock + self.settings.passes.max_seconds
         )
         report.reclaimed = self.reclaim_expired()
-        if report.reclaimed or not self._swept_scratch:
-            self._remove_orphaned_scratch()
+        if report.reclaimed or self._leftovers_possible:
+            self._remove_leftovers()
         if self.discover_files:
             report.discovery = self.discover()
         report.wanting = self.want()
@@ -176,12 +180,17 @@ class Reconciler:
             self._statistics_at = now
             refresh_statistics(self.engine)
 
-    def _remove_orphaned_scratch(self) -> None:
-        """Once per process, and whenever a lease was reclaimed (its holder may have died
-        on this host): delete scratch directories that dead services left behind."""
-        self._swept_scratch = True
+    def _remove_leftovers(self) -> None:
+        """Once per process, whenever a lease was reclaimed (its holder may have died) and
+        after an attempt failed: delete what dead attempts left behind, the scratch
+        directories of dead services on this host and the attempt-private names under the
+        work and products roots."""
+        self._leftovers_possible = False
         for path in remove_orphaned_scratch():
             log.info("removed %s, left behind by a service that is gone", path)
+        roots = (self.settings.paths.work, self.settings.paths.products)
+        for path in remove_debris(self.engine, roots, now=self.clock()):
+            log.info("removed %s, left behind by an attempt that is gone", path)
 
     def discover(self) -> DiscoveryReport:
         """Read new or changed raw files and (re)group them into observations."""
@@ -239,37 +248,20 @@ class Reconciler:
 
     def reclaim_expired(self) -> int:
         """Return actions whose holder stopped heart-beating to the queue (or fail them)."""
-        now = self.clock()
-        policy = self.settings.retry_policy
-        with writing(self.engine) as conn:
-            leases = queries.expired_leases(conn, now=now)
-            for lease in leases:
-                message = f"lease of {lease.owner} expired"
-                decision = after_failure(
-                    policy,
-                    attempts=lease.attempts,
-                    kind=FailureKind.LEASE_EXPIRED,
-                    message=message,
-                    jitter_draw=self.jitter(),
-                )
-                if queries.settle_expired(conn, lease, decision, now=now):
-                    queries.record_event(
-                        conn,
-                        "lease_expired",
-                        f"{lease.key.kind} {lease.key.target}: {message}; "
-                        f"{decision_text(decision)}",
-                        at=now,
-                        group_id=lease.group_id,
-                        action_id=lease.id,
-                        actor=self.owner,
-                    )
-        return len(leases)
+        return self.executor.reclaim_expired()
 
     def _work(self, stop: threading.Event, budget: _Budget, report: PassReport) -> None:
         """One worker's loop: reconcile, claim, perform; wait while others may unlock work."""
         while not stop.is_set() and budget.take():
-            self._count_reconcile(report, self.reconcile())
-            claimed = self.claim_next()
+            try:
+                self._count_reconcile(report, self.reconcile())
+                claimed = self.claim_next()
+            except Exception as exc:
+                # The slot goes back whatever failed, so the other workers see the truth;
+                # this worker's part of the pass ends and the next pass starts afresh.
+                budget.give_back()
+                self._note_pass_error(report, "reconcile or claim", exc)
+                return
             if claimed is None:
                 budget.give_back()
                 if not budget.others_busy():
@@ -278,10 +270,27 @@ class Reconciler:
                 continue
             try:
                 result = self.perform(claimed, stop)
+            except Exception as exc:
+                # Not even the failure could be recorded (the database is away): the lease
+                # runs out and the action is reclaimed; this worker's part of the pass ends.
+                self._note_pass_error(report, f"action {claimed.id}", exc)
+                return
             finally:
                 budget.finished()
             with self._report_lock:
                 report.actions.append(result)
+            if result.outcome != "done":
+                self._leftovers_possible = True
+
+    def _note_pass_error(self, report: PassReport, where: str, exc: Exception) -> None:
+        """One log line for a failure outside any action (the database, most often)."""
+        message = f"{where} failed: {describe(exc)}"
+        with self._report_lock:
+            report.errors.append(message)
+        if isinstance(exc, DBAPIError):
+            log.warning("%s", message)
+        else:
+            log.exception("%s", message)
 
     def _count_reconcile(self, report: PassReport, queued: int) -> None:
         with self._report_lock:
@@ -410,8 +419,18 @@ def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
     else:
         trigger = IntervalTrigger(seconds=settings.schedule.interval_seconds, timezone=UTC)
 
+    trouble = RepeatedCondition(log)
+
     def one_pass() -> None:
-        report = reconciler.run_pass(stop)
+        try:
+            report = reconciler.run_pass(stop)
+        except Exception as exc:
+            # The next pass tries again; a condition that persists is logged once.
+            trouble.report(
+                f"pass failed: {describe(exc)}", traceback=not isinstance(exc, DBAPIError)
+            )
+            return
+        trouble.clear("passes run again")
         log.info(
             "pass: %d action(s), %d failed, %d queued, %d lease(s) reclaimed, %.1f s",
             len(report.actions),
@@ -446,6 +465,27 @@ def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
     finally:
         scheduler.shutdown(wait=True)
         log.info("service %s stopped", reconciler.owner)
+
+
+class RepeatedCondition:
+    """Logs a condition once while it lasts, and once when it ends: a database outage is
+    one line, not one line per pass."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._current: str | None = None
+
+    def report(self, message: str, *, traceback: bool = False) -> None:
+        """Log ``message`` unless it is what was logged last."""
+        if message != self._current:
+            self._current = message
+            self._log.error("%s", message, exc_info=traceback)
+
+    def clear(self, message: str) -> None:
+        """The condition ended: say so once."""
+        if self._current is not None:
+            self._current = None
+            self._log.info("%s", message)
 
 
 def _schedule_text(settings: Settings) -> str:

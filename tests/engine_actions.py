@@ -150,3 +150,19 @@ def record(
         artifacts.record_calibrated(conn, name, path=path, solution_id=solution)
     elif kind is ActionKind.IMAGE:
         artifacts.record_image(conn, name, path=path, rms_jy=0.001)
+
+
+def spawn_and_hang(payload: dict[str, Any]) -> dict[str, Any]:
+    """A child that starts a tool of its own (a grandchild), notes its pid and hangs; its
+    ``finally`` notes that the child's own clean-up ran."""
+    import subprocess
+    import sys
+
+    work = Path(payload["work"])
+    tool = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    (work / "tool.pid").write_text(str(tool.pid))
+    try:
+        time.sleep(600)
+    finally:
+        (work / "cleaned-up").write_text("the child's finally ran")
+    return {}

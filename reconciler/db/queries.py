@@ -324,6 +324,19 @@ def settle_expired(
     return result.rowcount == 1
 
 
+def live_lease_tokens(conn: Connection, *, now: datetime) -> list[str]:
+    """The lease tokens of running actions whose lease has not run out."""
+    return list(
+        conn.execute(
+            select(Action.lease_token).where(
+                Action.state == str(ActionState.RUNNING),
+                Action.lease_expires_at >= now,
+                Action.lease_token.is_not(None),
+            )
+        ).scalars()
+    )
+
+
 def group_exists(conn: Connection, group_id: int) -> bool:
     """True when a mosaic group with this id exists."""
     found = conn.execute(select(MosaicGroup.id).where(MosaicGroup.id == group_id)).first()

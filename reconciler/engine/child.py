@@ -8,7 +8,6 @@ status is only a fallback for crashes that leave no file.
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import json
 import os
@@ -20,20 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.processes import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to kill this process if the service that started it dies (even SIGKILL)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        return
-    if os.getppid() != parent_pid:
-        # The parent died before prctl took effect.
-        os._exit(1)
+#: Exit status after SIGTERM, as a shell reports it.
+_TERMINATED = 128 + signal.SIGTERM
 
 
 def load_function(name: str) -> Any:
@@ -60,7 +49,10 @@ def _write(path: Path, outcome: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Run the action described by the spec file ``argv[0]``; return the exit status."""
     spec = json.loads(Path(argv[0]).read_text())
-    _die_with_parent(spec["parent_pid"])
+    die_with_parent(spec["parent_pid"])
+    # SIGTERM (timeout, lease lost, service stopping) unwinds the action, so its `finally`
+    # blocks remove what it was writing; the parent sends SIGKILL if that takes too long.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(_TERMINATED))
     outcome_path = Path(spec["outcome"])
     try:
         result = load_function(spec["function"])(spec["payload"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from reconciler.config import Settings
 from reconciler.db import queries
 from reconciler.db.engine import reading, writing
 from reconciler.engine.registry import ActionRegistry
 from reconciler.engine.runner import (
+    KILL_GRACE_SECONDS,
     ChildLimits,
     Failed,
     Interrupted,
@@ -31,7 +33,7 @@ from reconciler.engine.runner import (
     Succeeded,
     run_in_child,
 )
-from reconciler.errors import ActionError, PermanentError, TemporaryError
+from reconciler.errors import ActionError, PermanentError, TemporaryError, describe
 from reconciler.model import ClaimedAction
 from reconciler.retry import FailureKind, GiveUp, after_failure, decision_text
 
@@ -61,6 +63,16 @@ def failure_of(exc: ActionError, prefix: str, seconds: float) -> Failed:
     return Failed(kind, f"{prefix}{exc}", seconds, delay)
 
 
+def attempt_id(token: str) -> str:
+    """The attempt's name in temporary file names: its lease token as 32 hex digits."""
+    return uuid.UUID(token).hex
+
+
+def crash_of(exc: Exception, prefix: str, seconds: float) -> Failed:
+    """An unexpected exception in the parent, as a failed outcome that is retried."""
+    return Failed(FailureKind.CRASHED, f"{prefix}{describe(exc)}", seconds)
+
+
 class Executor:
     """Performs the actions one worker claimed, against one database."""
 
@@ -86,25 +98,33 @@ class Executor:
         handler = self.registry[claimed.key.kind]
         label = f"{claimed.key.kind} {claimed.key.target}"
         payload: dict[str, Any] = {}
+        # The lease was taken (or last extended) no later than now.
+        renewed = [time.monotonic()]
         try:
             with reading(self.engine) as conn:
                 payload = handler.prepare(conn, claimed, self.settings)
+            payload["attempt_id"] = attempt_id(claimed.token)
         except ActionError as exc:
             outcome: Outcome = failure_of(exc, "", 0.0)
+        except Exception as exc:
+            outcome = crash_of(exc, "preparing failed: ", 0.0)
         else:
-            limits = ChildLimits(
-                timeout_seconds=handler.timeout_seconds or self.settings.actions.timeout_seconds,
-                heartbeat_seconds=self.settings.lease.heartbeat_seconds,
-                env=handler.child_env(self.settings) if handler.child_env else {},
-            )
-            outcome = run_in_child(
-                handler.run,
-                payload,
-                limits,
-                renew_lease=lambda: self._renew(claimed),
-                stop=stop,
-                log_path=self._log_path(claimed),
-            )
+            try:
+                outcome = run_in_child(
+                    handler.run,
+                    payload,
+                    ChildLimits(
+                        timeout_seconds=handler.timeout_seconds
+                        or self.settings.actions.timeout_seconds,
+                        heartbeat_seconds=self.settings.lease.heartbeat_seconds,
+                        env=handler.child_env(self.settings) if handler.child_env else {},
+                    ),
+                    renew_lease=lambda: self._renew(claimed, renewed),
+                    stop=stop,
+                    log_path=self._log_path(claimed),
+                )
+            except Exception as exc:
+                outcome = crash_of(exc, "starting the child process failed: ", 0.0)
         report = self._settle(claimed, payload, outcome)
         log.info(
             "%s attempt %d: %s after %.1f s%s",
@@ -116,6 +136,39 @@ class Executor:
         )
         return report
 
+    def reclaim_expired(self) -> int:
+        """Return actions whose holder stopped heart-beating to the queue (or fail them).
+
+        Called at the start of every pass and after every heartbeat of a running action,
+        so a dead worker's claim is reclaimed within one heartbeat interval of its expiry
+        even while a long pass runs.
+        """
+        now = self.clock()
+        policy = self.settings.retry_policy
+        with writing(self.engine) as conn:
+            leases = queries.expired_leases(conn, now=now)
+            for lease in leases:
+                message = f"lease of {lease.owner} expired"
+                decision = after_failure(
+                    policy,
+                    attempts=lease.attempts,
+                    kind=FailureKind.LEASE_EXPIRED,
+                    message=message,
+                    jitter_draw=self.jitter(),
+                )
+                if queries.settle_expired(conn, lease, decision, now=now):
+                    queries.record_event(
+                        conn,
+                        "lease_expired",
+                        f"{lease.key.kind} {lease.key.target}: {message}; "
+                        f"{decision_text(decision)}",
+                        at=now,
+                        group_id=lease.group_id,
+                        action_id=lease.id,
+                        actor=self.owner,
+                    )
+        return len(leases)
+
     def _log_path(self, claimed: ClaimedAction) -> Path:
         """Where the child's output goes: one file per action, appended per attempt."""
         name = f"{claimed.key.kind}_{claimed.key.target.replace(':', '_')}.log"
@@ -123,16 +176,37 @@ class Executor:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _renew(self, claimed: ClaimedAction) -> bool:
+    def _renew(self, claimed: ClaimedAction, renewed: list[float]) -> bool:
+        """Extend the lease; False when it is lost, or may be lost before the child ends.
+
+        ``renewed`` holds the monotonic time of the last extension. A renewal that fails
+        (any error) keeps the child only while the lease surely holds: past
+        ``lease.seconds - heartbeat - kill grace`` without one, the child is stopped, so
+        it is gone before anyone can reclaim the action and start another attempt.
+        """
         try:
             with writing(self.engine) as conn:
-                return queries.heartbeat(
+                held = queries.heartbeat(
                     conn, claimed, now=self.clock(), lease_seconds=self.settings.lease.seconds
                 )
-        except DBAPIError as exc:
-            # A database hiccup is not a lost lease: keep the child, try at the next beat.
-            log.warning("heartbeat for action %d failed: %s", claimed.id, exc)
+        except Exception as exc:
+            lease = self.settings.lease
+            margin = lease.seconds - lease.heartbeat_seconds - KILL_GRACE_SECONDS
+            silent = time.monotonic() - renewed[0]
+            if silent >= margin:
+                log.warning(
+                    "action %d: no lease renewal for %.0f s (%s); stopping its child",
+                    claimed.id,
+                    silent,
+                    describe(exc),
+                )
+                return False
+            log.warning("action %d: heartbeat failed: %s", claimed.id, describe(exc))
             return True
+        if held:
+            renewed[0] = time.monotonic()
+            self.reclaim_expired()
+        return held
 
     def _settle(
         self, claimed: ClaimedAction, payload: dict[str, Any], outcome: Outcome
@@ -157,6 +231,10 @@ class Executor:
                 return ActionReport(claimed.id, label, "done", outcome.seconds)
             except ActionError as exc:
                 outcome = failure_of(exc, "recording the result failed: ", outcome.seconds)
+            except Exception as exc:
+                # The transaction rolled back; the failure is recorded in a new one, with
+                # the real cause, so the attempt never ends as a silent lease expiry.
+                outcome = crash_of(exc, "recording the result failed: ", outcome.seconds)
         if isinstance(outcome, LeaseLost):
             return self._lost(claimed, label, outcome.seconds)
         if isinstance(outcome, Interrupted):

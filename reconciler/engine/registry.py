@@ -5,7 +5,11 @@ A handler has three parts, split by where they run:
 * ``prepare`` (parent, read-only DB access) turns a claimed action into a JSON payload:
   the paths and parameters the work needs;
 * ``run`` (a ``"module:function"`` name, imported and called in a child process) does the
-  heavy work from the payload alone and returns a JSON result;
+  heavy work from the payload alone and returns a JSON result. The engine adds
+  ``payload["attempt_id"]``, the attempt's lease token as 32 hex digits: every temporary
+  file or directory the attempt writes is named with it
+  (:func:`reconciler.naming.attempt_path`) and renamed into place when complete, so two
+  attempts never write the same file and a dead attempt's leftovers are found by name;
 * ``record`` (parent, inside the transaction that marks the action done, fenced by the lease
   token) writes the result into the database.
 

@@ -8,10 +8,12 @@ stop, the child is killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,6 +63,9 @@ Outcome = Succeeded | Failed | LeaseLost | Interrupted
 
 _POLL_SECONDS = 0.5
 
+#: How long a child may take to end after SIGTERM before it is killed.
+KILL_GRACE_SECONDS = 10.0
+
 #: A child's scratch directory: ``reconciler-action-<parent pid>-<random>`` in $TMPDIR.
 _SCRATCH_PREFIX = "reconciler-action-"
 _SCRATCH_NAME = re.compile(rf"^{_SCRATCH_PREFIX}(\d+)-")
@@ -105,6 +110,7 @@ def run_in_child(
         env.update(limits.env)
         log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
+            # Its own process group: ending the action ends every tool it started.
             child = subprocess.Popen(
                 [sys.executable, "-m", "reconciler.engine.child", str(spec_path)],
                 env=env,
@@ -112,8 +118,17 @@ def run_in_child(
                 stdout=log,
                 stderr=log,
                 cwd=scratch,
+                start_new_session=True,
             )
-            ended = _supervise(child, limits, renew_lease, stop, started)
+            try:
+                ended = _supervise(child, limits, renew_lease, stop, started)
+            except BaseException:
+                # Never leave the child running on a scratch directory about to be removed.
+                _kill(child)
+                raise
+            finally:
+                # Whatever the child left behind in its group dies with it.
+                _signal_group(child.pid, signal.SIGKILL)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -190,12 +205,20 @@ def _supervise(
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
+    """End the child's whole process group: SIGTERM, so its clean-up runs, then SIGKILL
+    after :data:`KILL_GRACE_SECONDS`."""
+    _signal_group(child.pid, signal.SIGTERM)
     try:
-        child.wait(timeout=10)
+        child.wait(timeout=KILL_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
-        child.kill()
+        _signal_group(child.pid, signal.SIGKILL)
         child.wait()
+
+
+def _signal_group(leader: int, signum: signal.Signals) -> None:
+    # The group may be gone already.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signum)
 
 
 def _read_outcome(

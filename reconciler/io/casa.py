@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,15 +27,12 @@ from typing import Any
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import ICRS, EarthLocation, HADec, SkyCoord
+from astropy.coordinates import ICRS, HADec, SkyCoord
 from astropy.time import Time
 
-from reconciler.sky import (
-    SITE_HEIGHT_M,
-    SITE_LATITUDE_DEG,
-    SITE_LONGITUDE_DEG,
-    airy_power,
-)
+from reconciler.model import Site
+from reconciler.naming import attempt_path
+from reconciler.sky import DSA110, airy_power, earth_location
 
 _SITE_CONFIG = Path(__file__).with_name("casa_site.py")
 #: Channel-rows of model visibilities rescaled at once; bounds memory to ~100 MB.
@@ -96,13 +94,16 @@ def solve_calibration(
     out_prefix: Path | str,
     reference_frequency_hz: float = 1.4e9,
     pointing_dec_deg: float | None = None,
+    site: Site = DSA110,
+    attempt: str = "",
 ) -> CalibrationResult:
     """Solve bandpass and gain tables on a calibrator transit. Run only in a CASA child.
 
     The model is a point source at the calibrator's position, attenuated by the 4.65 m
     Airy beam as it drifts past the meridian pointing: without the beam, the solved
-    amplitudes would absorb the transit's attenuation. The model column is removed again
-    afterwards, so the MS is left as it was found.
+    amplitudes would absorb the transit's attenuation. The model is written into a copy of
+    the MS private to this attempt, so ``ms``, which other steps read meanwhile, is never
+    changed.
 
     Parameters
     ----------
@@ -120,6 +121,11 @@ def solve_calibration(
     pointing_dec_deg
         Pointing declination; default the MS phase-centre dec, which the converter sets
         to the pointing dec.
+    site
+        Where the array is: the beam attenuation follows the meridian pointing there.
+    attempt
+        This attempt's token: its working copy and tables are private to it until the
+        tables are renamed into place. Default: a fresh one.
 
     Returns
     -------
@@ -133,32 +139,38 @@ def solve_calibration(
     from casatasks import bandpass, ft, gaincal
 
     ms = str(ms)
-    prefix = str(out_prefix)
-    bandpass_table, gain_table, phase_table = f"{prefix}.B", f"{prefix}.G", f"{prefix}.G0"
-    component_list = f"{prefix}.cl"
-    for path in (bandpass_table, gain_table, phase_table, component_list):
-        shutil.rmtree(path, ignore_errors=True)
-
-    _write_point_source(
-        component_list,
-        calibrator_ra_deg,
-        calibrator_dec_deg,
-        flux_jy,
-        spectral_index,
-        reference_frequency_hz,
-    )
     flagged = flagged_fraction(ms)
     if flagged >= MAX_FLAGGED_TO_SOLVE:
         raise CasaError(f"{ms}: {flagged:.0%} of the visibilities are flagged; nothing to solve on")
+    prefix = Path(out_prefix)
+    # Everything this attempt writes, the model column included, goes into a directory of
+    # its own: the converted MS is read by other steps meanwhile and is never changed.
+    private = attempt_path(prefix, attempt or uuid.uuid4().hex)
+    shutil.rmtree(private, ignore_errors=True)
+    private.mkdir(parents=True)
+    own_ms = str(private / "data.ms")
+    component_list = str(private / "model.cl")
+    phase_table, bandpass_table, gain_table = (str(private / name) for name in ("G0", "B", "G"))
     try:
-        ft(vis=ms, complist=component_list, usescratch=True)
-        dec = _phase_centre_dec_deg(ms) if pointing_dec_deg is None else pointing_dec_deg
-        _attenuate_model_by_beam(ms, calibrator_ra_deg, calibrator_dec_deg, dec)
+        _copy_table(ms, own_ms)
+        _write_point_source(
+            component_list,
+            calibrator_ra_deg,
+            calibrator_dec_deg,
+            flux_jy,
+            spectral_index,
+            reference_frequency_hz,
+        )
+        ft(vis=own_ms, complist=component_list, usescratch=True)
+        dec = _phase_centre_dec_deg(own_ms) if pointing_dec_deg is None else pointing_dec_deg
+        _attenuate_model_by_beam(own_ms, calibrator_ra_deg, calibrator_dec_deg, dec, site)
         # A per-integration phase solution first, so that the bandpass averages
         # coherently; only the bandpass and the final gain are applied to targets.
-        gaincal(vis=ms, caltable=phase_table, solint="int", calmode="p", refant=refant, minsnr=3.0)
+        gaincal(
+            vis=own_ms, caltable=phase_table, solint="int", calmode="p", refant=refant, minsnr=3.0
+        )
         bandpass(
-            vis=ms,
+            vis=own_ms,
             caltable=bandpass_table,
             solint="inf",
             combine="scan",
@@ -167,38 +179,52 @@ def solve_calibration(
             gaintable=[phase_table],
         )
         gaincal(
-            vis=ms,
+            vis=own_ms,
             caltable=gain_table,
             solint="inf",
             calmode="ap",
             refant=refant,
             gaintable=[bandpass_table],
         )
+        for table in (bandpass_table, gain_table):
+            if not Path(table).is_dir():
+                raise CasaError(f"{ms}: CASA wrote no calibration table {table}")
+        snr, flagged = _solution_quality(bandpass_table)
+        finals = (f"{prefix}.B", f"{prefix}.G")
+        for table, final in zip((bandpass_table, gain_table), finals, strict=True):
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(table, final)
     except RuntimeError as exc:
         raise CasaError(f"{ms}: CASA failed while solving: {exc}") from exc
     finally:
-        _remove_model_column(ms)
-        shutil.rmtree(component_list, ignore_errors=True)
-        shutil.rmtree(phase_table, ignore_errors=True)
-    for table in (bandpass_table, gain_table):
-        if not Path(table).is_dir():
-            raise CasaError(f"{ms}: CASA wrote no calibration table {table}")
-    snr, flagged = _solution_quality(bandpass_table)
+        shutil.rmtree(private, ignore_errors=True)
     return CalibrationResult(
-        ms=ms,
-        tables=(bandpass_table, gain_table),
-        refant=refant,
-        snr_median=snr,
-        flagged_fraction=flagged,
+        ms=ms, tables=finals, refant=refant, snr_median=snr, flagged_fraction=flagged
     )
 
 
-def apply_calibration(ms: Path | str, tables: Sequence[Path | str], out_ms: Path | str) -> str:
+def _copy_table(source: str, destination: str) -> None:
+    """A deep copy of a casacore table (an MS and its subtables)."""
+    import casatools
+
+    table = casatools.table()
+    try:
+        table.open(source)
+        table.copy(destination, deep=True, valuecopy=True)
+        table.close()
+    finally:
+        table.done()
+
+
+def apply_calibration(
+    ms: Path | str, tables: Sequence[Path | str], out_ms: Path | str, *, attempt: str = ""
+) -> str:
     """Copy ``ms`` to ``out_ms`` and apply calibration tables to the copy. CASA child only.
 
     The copy is made and calibrated under a temporary name beside ``out_ms`` and renamed
     into place, so ``out_ms`` exists only when it is complete; ``ms`` is never modified.
-    The calibrated visibilities are in the copy's CORRECTED_DATA column.
+    The calibrated visibilities are in the copy's CORRECTED_DATA column. The temporary name
+    carries ``attempt`` (this attempt's token; default a fresh one).
 
     Returns
     -------
@@ -214,13 +240,11 @@ def apply_calibration(ms: Path | str, tables: Sequence[Path | str], out_ms: Path
     from casatasks import applycal
 
     out_ms = Path(out_ms)
-    partial = out_ms.with_name(f".{out_ms.name}.partial-{os.getpid()}")
+    partial = attempt_path(out_ms, attempt or uuid.uuid4().hex)
     shutil.rmtree(partial, ignore_errors=True)
     table = casatools.table()
     try:
-        table.open(str(ms))
-        table.copy(str(partial), deep=True, valuecopy=True)
-        table.close()
+        _copy_table(str(ms), str(partial))
         applycal(
             vis=str(partial),
             gaintable=[str(path) for path in tables],
@@ -322,7 +346,7 @@ def _phase_centre_dec_deg(ms: str) -> float:
 
 
 def _attenuate_model_by_beam(
-    ms: str, ra_deg: float, dec_deg: float, pointing_dec_deg: float
+    ms: str, ra_deg: float, dec_deg: float, pointing_dec_deg: float, site: Site
 ) -> None:
     """Multiply MODEL_DATA by the Airy beam towards the calibrator at each integration."""
     import casatools
@@ -335,7 +359,9 @@ def _attenuate_model_by_beam(
     try:
         times = table.getcol("TIME")
         unique_times, row_time = np.unique(times, return_inverse=True)
-        separation = _separation_from_pointing(unique_times, ra_deg, dec_deg, pointing_dec_deg)
+        separation = _separation_from_pointing(
+            unique_times, ra_deg, dec_deg, pointing_dec_deg, site
+        )
         beam = airy_power(separation[:, None], frequencies[None, :])  # (n_times, n_chan)
         # In row chunks: the whole column of a full observation is several GB.
         rows_per_chunk = max(1, _CHUNK_CELLS // frequencies.size)
@@ -350,32 +376,21 @@ def _attenuate_model_by_beam(
 
 
 def _separation_from_pointing(
-    times_mjd_s: np.ndarray, ra_deg: float, dec_deg: float, pointing_dec_deg: float
+    times_mjd_s: np.ndarray, ra_deg: float, dec_deg: float, pointing_dec_deg: float, site: Site
 ) -> np.ndarray:
     """Angle (rad) between a source and the meridian pointing (HA 0) at each time."""
-    site = EarthLocation.from_geodetic(SITE_LONGITUDE_DEG, SITE_LATITUDE_DEG, SITE_HEIGHT_M)
+    location = earth_location(site)
     obstime = Time(times_mjd_s / 86400.0, format="mjd", scale="utc")
     pointing = SkyCoord(
         HADec(
             ha=np.zeros(times_mjd_s.size) * u.deg,
             dec=np.full(times_mjd_s.size, pointing_dec_deg) * u.deg,
             obstime=obstime,
-            location=site,
+            location=location,
         )
     ).transform_to(ICRS())
     source = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs")
     return pointing.separation(source).rad
-
-
-def _remove_model_column(ms: str) -> None:
-    import casatools
-
-    table = casatools.table()
-    table.open(ms, nomodify=False)
-    if "MODEL_DATA" in table.colnames():
-        table.removecols("MODEL_DATA")
-    table.close()
-    table.done()
 
 
 def _solution_quality(caltable: str) -> tuple[float, float]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import shutil
+import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import EarthLocation, HADec, SkyCoord
+from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 from casacore import tables
 from pyuvdata import UVData
 
 from reconciler.io.ms import MsError, MsSummary, read_ms_summary
 from reconciler.io.uvh5 import RawFileError, RawHeader, read_raw_header
-from reconciler.sky import SITE_HEIGHT_M, SITE_LATITUDE_DEG, SITE_LONGITUDE_DEG
+from reconciler.model import Site
+from reconciler.naming import attempt_path
+from reconciler.sky import DSA110, earth_location
 
 #: Subbands of one observation must agree on their time axes to this many seconds.
 _TIME_TOLERANCE_S = 0.01
@@ -59,7 +61,7 @@ class _Part:
     ms_path: Path
 
 
-def phase_centre_ra_deg(when: datetime, dec_deg: float) -> float:
+def phase_centre_ra_deg(when: datetime, dec_deg: float, *, site: Site = DSA110) -> float:
     """Return the ICRS RA whose point at ``dec_deg`` is at hour angle 0 at ``when``.
 
     The hour angle is astropy's topocentric HADec, the frame pyuvdata phases in, so the
@@ -68,10 +70,10 @@ def phase_centre_ra_deg(when: datetime, dec_deg: float) -> float:
     aberration): negligible for scheduling, but several degrees of phase on a 2.5 km
     baseline, so conversion must use this one.
     """
-    site = _site()
+    location = earth_location(site)
     obstime = Time(when)
-    frame = HADec(obstime=obstime, location=site)
-    ra = obstime.sidereal_time("apparent", longitude=site.lon).deg
+    frame = HADec(obstime=obstime, location=location)
+    ra = obstime.sidereal_time("apparent", longitude=location.lon).deg
     # Precession moves the apparent place by minutes of arc from the ICRS one; three
     # Newton steps on the hour angle converge far below a milliarcsecond.
     for _ in range(3):
@@ -86,6 +88,8 @@ def convert_observation(
     *,
     scratch_dir: Path,
     workers: int = 1,
+    site: Site = DSA110,
+    attempt: str = "",
 ) -> MsSummary:
     """Convert one observation's raw subband files into one single-window MS.
 
@@ -100,6 +104,10 @@ def convert_observation(
         Directory for the per-subband MSs, removed again after the join.
     workers
         Number of subbands converted at once (each needs ~1 GB at full size).
+    site
+        Where the array is: the data are rephased to its meridian at mid-observation.
+    attempt
+        This attempt's token: the temporary names carry it (default a fresh one).
 
     Returns
     -------
@@ -120,12 +128,13 @@ def convert_observation(
         # A leftover from a crash at our own deterministic path: redo it.
         shutil.rmtree(out_ms)
     headers = _consistent_headers(subband_paths)
-    centre_ra = phase_centre_ra_deg(_mid_time(headers[0]), headers[0].pointing_dec_deg)
+    centre_ra = phase_centre_ra_deg(_mid_time(headers[0]), headers[0].pointing_dec_deg, site=site)
     field_name = f"meridian_{_mid_time(headers[0]):%Y%m%dT%H%M%S}"
 
     out_ms.parent.mkdir(parents=True, exist_ok=True)
-    parts_dir = Path(scratch_dir) / f"{out_ms.name}.parts-{os.getpid()}"
-    partial = out_ms.with_name(f".{out_ms.name}.partial-{os.getpid()}")
+    attempt = attempt or uuid.uuid4().hex
+    parts_dir = attempt_path(Path(scratch_dir) / f"{out_ms.name}.parts", attempt)
+    partial = attempt_path(out_ms, attempt)
     shutil.rmtree(parts_dir, ignore_errors=True)
     shutil.rmtree(partial, ignore_errors=True)
     parts_dir.mkdir(parents=True)
@@ -148,10 +157,6 @@ def convert_observation(
         shutil.rmtree(parts_dir, ignore_errors=True)
         shutil.rmtree(partial, ignore_errors=True)
     return read_ms_summary(out_ms)
-
-
-def _site() -> EarthLocation:
-    return EarthLocation.from_geodetic(SITE_LONGITUDE_DEG, SITE_LATITUDE_DEG, SITE_HEIGHT_M)
 
 
 def _valid_summary(out_ms: Path) -> MsSummary | None:

@@ -34,6 +34,7 @@ from astropy import units as u
 from astropy.io import fits
 
 from reconciler.io.casa import casa_environment
+from reconciler.io.processes import dying_with_this_process
 
 #: Briggs robustness: between natural (broad beam) and uniform (high sidelobes).
 ROBUST = 0.0
@@ -98,6 +99,7 @@ def run_tclean_child(job: DeconvolutionJob, timeout_s: float) -> DeconvolutionOu
             timeout=timeout_s,
             check=False,
             cwd=job.workdir,
+            preexec_fn=dying_with_this_process(),
         )
     except subprocess.TimeoutExpired as exc:
         raise DeconvolutionError(f"{job.ms}: tclean took longer than {timeout_s:.0f} s") from exc
@@ -251,7 +253,12 @@ def _beam_tuple(beam: dict[str, Any]) -> tuple[float, float, float]:
 def _run_command(command: list[str], ms: str, timeout_s: float) -> None:
     try:
         completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            preexec_fn=dying_with_this_process(),
         )
     except subprocess.TimeoutExpired as exc:
         raise DeconvolutionError(f"{ms}: {command[0]} took longer than {timeout_s:.0f} s") from exc

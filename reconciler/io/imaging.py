@@ -15,8 +15,8 @@ north-south baselines is several radians.
 from __future__ import annotations
 
 import math
-import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ from reconciler.io.deconvolve import (
     run_wsclean,
 )
 from reconciler.io.tiles import RMS_KEY, write_tiles
+from reconciler.model import Site
+from reconciler.naming import attempt_path
 from reconciler.sky import DSA110, SPEED_OF_LIGHT_M_S, earth_location
 
 Backend = Literal["tclean", "wsclean"]
@@ -102,6 +104,8 @@ def image_measurement_set(
     restoring_beam: tuple[float, float, float] | None = None,
     pointing: tuple[float, float] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    site: Site = DSA110,
+    attempt: str = "",
 ) -> ImageResult:
     """Image one MS into restored, primary-beam and PB-corrected FITS tiles.
 
@@ -132,6 +136,11 @@ def image_measurement_set(
         sets the phase-centre dec to the pointing dec).
     timeout_s
         The deconvolution is killed after this many seconds.
+    site
+        Where the array is: the pointing and the tiles' OBSGEO follow from it.
+    attempt
+        This attempt's token: its working directory (the backend's files and the tiles
+        before they are renamed into place) carries it. Default: a fresh one.
 
     Returns
     -------
@@ -161,10 +170,10 @@ def image_measurement_set(
     )
     if pointing is None:
         mid = _mjd_seconds_to_datetime((description.start_s + description.end_s) / 2.0)
-        pointing = pointing_icrs(mid, description.phase_centre_dec_deg)
+        pointing = pointing_icrs(mid, description.phase_centre_dec_deg, site=site)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    workdir = prefix.with_name(f".{prefix.name}.work-{os.getpid()}")
+    workdir = attempt_path(prefix, attempt or uuid.uuid4().hex)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir()
     try:
@@ -184,7 +193,7 @@ def image_measurement_set(
             outcome = run(job, timeout_s)
         except DeconvolutionError as exc:
             raise ImagingError(str(exc)) from exc
-        write_tiles(outcome, description, pointing, backend, paths, workdir)
+        write_tiles(outcome, description, pointing, backend, paths, workdir, site=site)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = _existing_result(paths)
@@ -193,7 +202,9 @@ def image_measurement_set(
     return result
 
 
-def pointing_icrs(mid_time: datetime, pointing_dec_deg: float) -> tuple[float, float]:
+def pointing_icrs(
+    mid_time: datetime, pointing_dec_deg: float, *, site: Site = DSA110
+) -> tuple[float, float]:
     """Return the ICRS (RA, Dec) in degrees where a meridian-pointed dish points.
 
     The dish points at apparent hour angle 0 and apparent (topocentric, no refraction)
@@ -209,7 +220,7 @@ def pointing_icrs(mid_time: datetime, pointing_dec_deg: float) -> tuple[float, f
     """
     if mid_time.tzinfo is None:
         raise ValueError(f"mid_time must be timezone-aware, got {mid_time!r}")
-    frame = HADec(obstime=Time(mid_time.astimezone(UTC)), location=earth_location(DSA110))
+    frame = HADec(obstime=Time(mid_time.astimezone(UTC)), location=earth_location(site))
     apparent = SkyCoord(ha=0.0 * u.deg, dec=pointing_dec_deg * u.deg, frame=frame)
     icrs = apparent.transform_to(ICRS())
     return float(icrs.ra.deg), float(icrs.dec.deg)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from reproject import reproject_interp
+
+from reconciler.naming import attempt_path
 
 #: Member keywords are MEMBER01..MEMBER99.
 MAX_MEMBERS = 99
@@ -88,10 +91,12 @@ def build_mosaic(
     members: Sequence[str],
     date_obs: datetime,
     date_end: datetime,
+    attempt: str = "",
 ) -> MosaicResult:
     """Build a PB²-weighted linear mosaic FITS, its weight map and a quicklook PNG.
 
-    Every file is written under a temporary name and renamed into place, the mosaic last.
+    Every file is written under a temporary name private to ``attempt`` (this attempt's
+    token; default a fresh one) and renamed into place, the mosaic last.
     If the three files exist, parse, and the mosaic lists the same ``members``, nothing
     is redone.
 
@@ -180,9 +185,20 @@ def build_mosaic(
     for key in ("BMAJ", "BMIN", "BPA", "PEAK", "RMS"):
         del weight_header[key]
 
-    _write_fits(weight_map, weight_header, weight_path)
-    _write_png(mosaic, wcs, png_path, peak, rms, date_obs, date_end, len(members))
-    _write_fits(mosaic, header, mosaic_path)
+    attempt = attempt or uuid.uuid4().hex
+    _write_fits(weight_map, weight_header, attempt_path(weight_path, attempt), weight_path)
+    _write_png(
+        mosaic,
+        wcs,
+        attempt_path(png_path, attempt),
+        png_path,
+        peak,
+        rms,
+        date_obs,
+        date_end,
+        len(members),
+    )
+    _write_fits(mosaic, header, attempt_path(mosaic_path, attempt), mosaic_path)
     return MosaicResult(
         path=mosaic_path,
         weight_path=weight_path,
@@ -328,8 +344,7 @@ def _mosaic_header(
     return header
 
 
-def _write_fits(data: np.ndarray, header: fits.Header, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+def _write_fits(data: np.ndarray, header: fits.Header, partial: Path, path: Path) -> None:
     try:
         fits.PrimaryHDU(data=data, header=header).writeto(partial, overwrite=True)
         os.replace(partial, path)
@@ -340,6 +355,7 @@ def _write_fits(data: np.ndarray, header: fits.Header, path: Path) -> None:
 def _write_png(
     mosaic: np.ndarray,
     wcs: WCS,
+    partial: Path,
     path: Path,
     peak: float,
     rms: float,
@@ -366,7 +382,6 @@ def _write_png(
         f"{n_members} observations, peak {peak:.3g} Jy/beam, rms {rms * 1e3:.2g} mJy/beam"
     )
     figure.colorbar(shown, ax=axes, label="Jy/beam")
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         figure.savefig(partial, format="png", dpi=100)
         os.replace(partial, path)

@@ -7,7 +7,6 @@ usable" has one answer: :func:`read_ms_summary` returns a summary or raises
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,23 +92,32 @@ def read_ms_summary(path: Path | str, *, with_flagged_fraction: bool = False) ->
 def ms_has_rows(path: str) -> bool:
     """An MS that opens and has rows: the check that an MS product still exists.
 
-    Opening is cached per (path, modification time, size) of the table descriptor, so a
-    pass only stats the file; an MS replaced or emptied since is opened again. (The row
+    A yes is remembered per (path, modification time, size) of the table descriptor, so a
+    pass only stats a known-good MS; an MS replaced or emptied since is opened again. A no
+    is never remembered: a read that failed once is tried again on the next pass. (The row
     count in ``table.dat`` itself is not kept current by casacore, so the table is opened.)
     """
     try:
         stat = (Path(path) / "table.dat").stat()
     except OSError:
         return False
-    return _opens_with_rows(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=8192)
-def _opens_with_rows(path: str, mtime_ns: int, size: int) -> bool:
+    seen = (path, stat.st_mtime_ns, stat.st_size)
+    if seen in _GOOD_MS:
+        return True
     try:
-        return read_ms_summary(path).n_rows > 0
+        good = read_ms_summary(path).n_rows > 0
     except MsError:
         return False
+    if good:
+        if len(_GOOD_MS) >= _GOOD_MS_MAX:
+            _GOOD_MS.clear()
+        _GOOD_MS.add(seen)
+    return good
+
+
+#: (path, mtime, size) of descriptors of MSs that opened with rows; bounded, cleared when full.
+_GOOD_MS: set[tuple[str, int, int]] = set()
+_GOOD_MS_MAX = 65536
 
 
 def _summarise(path: Path, with_flagged_fraction: bool) -> MsSummary:

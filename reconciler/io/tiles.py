@@ -23,7 +23,8 @@ from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
 from reconciler.io.deconvolve import DeconvolutionOutcome
-from reconciler.sky import DSA110, SIDEREAL_DAY_S, airy_power, earth_location
+from reconciler.model import Site
+from reconciler.sky import SIDEREAL_DAY_S, airy_power, earth_location
 
 if TYPE_CHECKING:
     # A type only: imaging imports this module, so a run-time import would be circular.
@@ -88,6 +89,8 @@ def write_tiles(
     backend: str,
     paths: dict[str, Path],
     workdir: Path,
+    *,
+    site: Site,
 ) -> None:
     """Write the image, PB and PB-corrected FITS from a backend's restored image.
 
@@ -103,7 +106,7 @@ def write_tiles(
         # CASA writes an OBSGEO that astropy "fixes" noisily; the tile header replaces it.
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(source_header).celestial
-    header = _tile_header(wcs, source_header, outcome, description, pointing, backend)
+    header = _tile_header(wcs, source_header, outcome, description, pointing, backend, site)
 
     mid_s = (description.start_s + description.end_s) / 2.0
     times = np.asarray(description.integration_times_s)
@@ -140,6 +143,7 @@ def _tile_header(
     description: MsDescription,
     pointing: tuple[float, float],
     backend: str,
+    site: Site,
 ) -> fits.Header:
     header = wcs.to_header()
     # Drop keywords astropy derives from the source header's dates; set ours below.
@@ -168,10 +172,10 @@ def _tile_header(
     header["OBJECT"] = str(source.get("OBJECT", ""))
     # CASA writes an array-relative OBSGEO; the site's ITRS position replaces it (wcslib
     # derives OBSGEO-L/B/H from it on its own ellipsoid, 3 m off WGS84: not written).
-    site = earth_location(DSA110)
-    header["OBSGEO-X"] = (float(site.x.to_value(u.m)), "m")
-    header["OBSGEO-Y"] = (float(site.y.to_value(u.m)), "m")
-    header["OBSGEO-Z"] = (float(site.z.to_value(u.m)), "m")
+    location = earth_location(site)
+    header["OBSGEO-X"] = (float(location.x.to_value(u.m)), "m")
+    header["OBSGEO-Y"] = (float(location.y.to_value(u.m)), "m")
+    header["OBSGEO-Z"] = (float(location.z.to_value(u.m)), "m")
     header["IMAGER"] = (backend, "deconvolution backend")
     header["HISTORY"] = "imaged by reconciler.io.imaging"
     return header

@@ -53,9 +53,12 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         return {"path": str(out_ms)}
     out_ms.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return {"path": apply_calibration(payload["ms"], payload["tables"], out_ms)}
+        path = apply_calibration(
+            payload["ms"], payload["tables"], out_ms, attempt=payload["attempt_id"]
+        )
     except CasaError as exc:
         raise PermanentError(str(exc)) from exc
+    return {"path": path}
 
 
 def record(

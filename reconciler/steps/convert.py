@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from reconciler.db import artifacts
 from reconciler.db.models import Observation, RawFile
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError
-from reconciler.model import ActionKind, ClaimedAction
+from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import measurement_set_path, parse_target
 
 
@@ -38,6 +39,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "files": list(files),
         "out_ms": str(measurement_set_path(work, key)),
         "scratch": str(work / "scratch" / "convert" / key),
+        "site": asdict(settings.site),
     }
 
 
@@ -51,6 +53,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             [Path(p) for p in payload["files"]],
             Path(payload["out_ms"]),
             scratch_dir=Path(payload["scratch"]),
+            site=Site(**payload["site"]),
+            attempt=payload["attempt_id"],
         )
     except (ConversionError, RawFileError) as exc:
         raise PermanentError(str(exc)) from exc

@@ -3,6 +3,7 @@ PB-corrected tile, with beam and rms recorded."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from reconciler.db.models import CalibratedMS, Observation
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.model import ActionKind, ClaimedAction
+from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import image_prefix, parse_target
 
 
@@ -42,6 +43,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "niter": imaging.niter,
         "threshold_jy": imaging.threshold_jy,
         "timeout_s": settings.actions.timeout_seconds,
+        "site": asdict(settings.site),
     }
 
 
@@ -51,7 +53,10 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 
     from reconciler.io.imaging import ImagingError, image_measurement_set, pointing_icrs
 
-    pointing = pointing_icrs(datetime.fromisoformat(payload["mid"]), payload["pointing_dec_deg"])
+    site = Site(**payload["site"])
+    pointing = pointing_icrs(
+        datetime.fromisoformat(payload["mid"]), payload["pointing_dec_deg"], site=site
+    )
     try:
         result = image_measurement_set(
             payload["ms"],
@@ -62,6 +67,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             threshold_jy=payload["threshold_jy"],
             pointing=pointing,
             timeout_s=payload["timeout_s"],
+            site=site,
+            attempt=payload["attempt_id"],
         )
     except ImagingError as exc:
         raise PermanentError(str(exc)) from exc

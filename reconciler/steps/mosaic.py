@@ -66,6 +66,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             members=payload["members"],
             date_obs=datetime.fromisoformat(payload["date_obs"]),
             date_end=datetime.fromisoformat(payload["date_end"]),
+            attempt=payload["attempt_id"],
         )
     except (MosaicError, ValueError) as exc:
         raise PermanentError(str(exc)) from exc

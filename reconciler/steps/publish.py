@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 
 from reconciler.config import Settings
 from reconciler.db import artifacts
@@ -25,7 +25,7 @@ from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import ActionKind, ClaimedAction
-from reconciler.naming import parse_target, window_label
+from reconciler.naming import attempt_path, parse_target, window_label
 
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -55,21 +55,37 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
     dec = f"_dec{row.dec_deg:+06.2f}" if row.dec_deg is not None else ""
     stem = f"dsa110_mosaic_{window_label(row.window_start, row.window_end)}{dec}"
+    products_dir = settings.paths.products / "mosaics"
+    # Names already registered to another product (an earlier generation of this window,
+    # byte for byte the same, say) are never reused: each product has a name of its own.
+    taken = (
+        conn.execute(
+            select(RegistryEntry.published_path).where(
+                RegistryEntry.published_path.startswith(str(products_dir / stem)),
+                ~and_(RegistryEntry.group_id == group_id, RegistryEntry.generation == generation),
+            )
+        )
+        .scalars()
+        .all()
+    )
     return {
         "group_id": group_id,
         "generation": generation,
         "stage_path": row.stage_path,
-        "products_dir": str(settings.paths.products / "mosaics"),
+        "products_dir": str(products_dir),
         "stem": stem,
+        "taken": sorted(taken),
     }
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    """Child process: publish the staged files under the first free (or identical) name."""
+    """Child process: publish the staged files under the first name that is free (or holds
+    these very bytes) and no other product is registered under."""
     staged = Path(payload["stage_path"])
     if not staged.is_file():
         raise PermanentError(f"staged mosaic {staged} is missing")
     products = Path(payload["products_dir"])
+    taken = set(payload["taken"])
     try:
         products.mkdir(parents=True, exist_ok=True)
         checksum = sha256(staged)
@@ -77,14 +93,17 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         while True:
             suffix = "" if version == 1 else f"_v{version}"
             final = products / f"{payload['stem']}{suffix}.fits"
-            if not final.exists() or sha256(final) == checksum:
+            free = not final.exists() or sha256(final) == checksum
+            if free and str(final) not in taken:
                 break
             version += 1
-        _place(staged, final)
+        attempt = payload["attempt_id"]
+        _place(staged, final, attempt)
         for extension in COMPANIONS:
             companion = staged.with_name(staged.name.removesuffix(".fits") + extension)
             if companion.is_file():
-                _place(companion, final.with_name(final.name.removesuffix(".fits") + extension))
+                target = final.with_name(final.name.removesuffix(".fits") + extension)
+                _place(companion, target, attempt)
     except OSError as exc:
         # The operator can fix these (permissions, a full disk): retry with backoff, and say
         # plainly what is wrong so `status` shows it.
@@ -96,11 +115,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     return {"published_path": str(final), "checksum": checksum}
 
 
-def _place(source: Path, final: Path) -> None:
+def _place(source: Path, final: Path, attempt: str) -> None:
     """Copy ``source`` to ``final`` atomically, never replacing a different file."""
     if final.exists():
         return
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    tmp = attempt_path(final, attempt)
     try:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from reconciler.eligibility import HeldTransit, held_transit
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.model import ActionKind, ClaimedAction
-from reconciler.naming import caltable_prefix, parse_target
+from reconciler.model import ActionKind, ClaimedAction, Site
+from reconciler.naming import attempt_path, caltable_prefix, parse_target
 from reconciler.sky import transit_finder
 
 #: A solution with more of its solutions flagged than this is not worth applying.
@@ -83,13 +84,12 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "transit": transit.isoformat(),
         "valid_from": (transit - validity).isoformat(),
         "valid_until": (transit + validity).isoformat(),
+        "site": asdict(settings.site),
     }
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     """CASA child: solve, unless the tables and their quality record already exist."""
-    from dataclasses import asdict
-
     from reconciler.io.casa import CasaError, reference_antenna, solve_calibration
 
     done = Path(f"{payload['out_prefix']}.quality.json")
@@ -108,6 +108,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             refant=reference_antenna(payload["ms"]),
             out_prefix=payload["out_prefix"],
             pointing_dec_deg=payload["pointing_dec_deg"],
+            site=Site(**payload["site"]),
+            attempt=payload["attempt_id"],
         )
     except CasaError as exc:
         raise PermanentError(str(exc)) from exc
@@ -116,7 +118,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             f"{payload['ms']}: {result.flagged_fraction:.0%} of the solutions are flagged"
         )
     quality = asdict(result)
-    tmp = done.with_suffix(".tmp")
+    tmp = attempt_path(done, payload["attempt_id"])
     tmp.write_text(json.dumps(quality))
     os.replace(tmp, done)
     return quality

@@ -420,3 +420,28 @@ def test_a_missing_incoming_directory_is_not_read_as_every_file_gone(engine, tmp
 
     assert report == DiscoveryReport(incoming_missing=True)
     assert (observations(engine), raw_files(engine)) == before
+
+
+def test_entries_named_like_raw_files_that_are_not_files_are_reported_once(engine, tmp_path):
+    incoming = tmp_path / "incoming"
+    good = arrive(simulate(tmp_path / "source", [0, 1, 2, 3]), incoming)
+    loop = incoming / "2025-03-01T00:10:00_sb00.hdf5"
+    loop.symlink_to(loop.name)  # points at itself: ELOOP on every open
+    dangling = incoming / "2025-03-01T00:10:00_sb01.hdf5"
+    dangling.symlink_to(tmp_path / "nowhere.hdf5")
+    directory = incoming / "2025-03-01T00:10:00_sb02.hdf5"
+    directory.mkdir()
+
+    first = discover(engine, incoming, now=NOW, policy=FOUR)
+    again = discover(engine, incoming, now=NOW + timedelta(minutes=1), policy=FOUR)
+
+    assert {path.name: reason for path, reason in first.errors.items()} == {
+        loop.name: "Too many levels of symbolic links",
+        dangling.name: "dangling symbolic link",
+        directory.name: "a directory, not a file",
+    }
+    assert again.errors == {}, "reported once, not on every pass"
+    rows = raw_files(engine)
+    assert rows[dangling.name]["error"] == "dangling symbolic link"
+    assert all(rows[path.name]["error"] is None for path in good)
+    assert len(first.new_files) == len(good) + 3

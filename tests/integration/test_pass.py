@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select, text
 
@@ -196,6 +197,38 @@ def test_an_error_while_preparing_fails_the_action_with_its_reason(engine, setti
     assert f"mosaic group:{group} cannot be prepared" in row.status_reason
 
 
+def test_a_new_version_of_an_unchanged_window_is_published_under_its_own_name(engine, settings):
+    # The test mosaic step makes the same bytes for every generation, as the real one does
+    # when no member changed; the real publish step must still give generation 2 a name.
+    from reconciler.desired.late import new_generation
+    from reconciler.engine.registry import ActionRegistry
+    from reconciler.model import ActionKind
+    from reconciler.steps import publish
+    from tests import engine_actions
+
+    registry = ActionRegistry(
+        [h for h in engine_actions.registry() if h.kind is not ActionKind.PUBLISH]
+        + [publish.HANDLER]
+    )
+    keys = add_observations(engine, 3)
+    add_solution(engine, keys[0])
+    group = request(engine, settings, T0, 3)
+    service = Reconciler(engine, settings, registry, clock=lambda: LATER, jitter=lambda: 0.5)
+    service.run_pass()
+    with reading(engine) as conn:
+        first = conn.execute(select(MosaicGroup.published_path)).scalar_one()
+
+    assert new_generation(engine, group) == 2
+    report = service.run_pass()
+
+    assert not report.failed and not report.errors
+    with reading(engine) as conn:
+        row = conn.execute(select(MosaicGroup).where(MosaicGroup.id == group)).one()
+    assert (row.phase, row.generation) == ("published", 2)
+    assert row.published_path == first.replace(".fits", "_v2.fits")
+    assert Path(first).read_bytes() == Path(row.published_path).read_bytes()
+
+
 def test_attempts_are_capped(engine, settings):
     keys = add_observations(engine, 3)
     add_solution(engine, keys[0])
@@ -315,4 +348,72 @@ def _with(settings: Settings, **sections: dict) -> Settings:
     return replace(
         settings,
         **{name: replace(getattr(settings, name), **changes) for name, changes in sections.items()},
+    )
+
+
+def test_a_database_error_in_one_worker_does_not_stall_the_pass(engine, settings):
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    keys = add_observations(engine, 3)
+    add_solution(engine, keys[0])
+    group = request(engine, settings, T0, 3)
+    settings = _with(settings, passes={"workers": 2, "max_seconds": 900.0})
+    service = reconciler_at(engine, settings, LATER)
+    claim = service.claim_next
+    calls = []
+
+    def claim_once_failing():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
+        return claim()
+
+    service.claim_next = claim_once_failing
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(service.run_pass()))
+    worker.start()
+    # Far below pass.max_seconds: a pass whose worker died used to spin until then.
+    worker.join(timeout=120)
+
+    assert not worker.is_alive(), "the pass ended instead of waiting for its budget to run out"
+    assert reports[0].errors == [
+        "reconcile or claim failed: OperationalError: server closed the connection"
+    ]
+    service.run_pass()
+    assert phases(engine) == {group: "published"}
+
+
+def test_a_dead_workers_claim_is_reclaimed_while_a_long_action_runs(engine, settings):
+    from reconciler.db import queries
+    from reconciler.model import ActionKind
+
+    keys = add_observations(engine, 3)
+    add_solution(engine, keys[0])
+    request(engine, settings, T0, 3)
+    settings = _with(
+        settings, lease={"seconds": 2.0, "heartbeat_seconds": 0.3}, passes={"max_actions": 1}
+    )
+    (settings.paths.work / "behaviour.json").write_text(json.dumps({"*": {"sleep": 4.0}}))
+    live = Reconciler(engine, settings, load_registry(settings), jitter=lambda: 0.5)
+    live.reconcile()
+    with writing(engine) as conn:
+        (dead,) = queries.claim(
+            conn,
+            owner="other-host:4242:dead",
+            kinds=[ActionKind.CONVERT],
+            now=datetime.now(UTC),
+            lease_seconds=1.0,
+        )
+
+    live.run_pass()  # one action of four seconds; the dead lease runs out after one
+
+    (long_action,) = runs(settings)
+    with reading(engine) as conn:
+        reclaimed_at = conn.execute(
+            select(Event.at).where(Event.kind == "lease_expired", Event.action_id == dead.id)
+        ).scalar_one()
+    assert reclaimed_at < datetime.fromtimestamp(long_action["end"], UTC), (
+        "reclaimed by a heartbeat of the running action, not at the next pass"
     )

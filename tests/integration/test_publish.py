@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ def payload(staged: Path, products: Path) -> dict:
         "stem": "dsa110_mosaic_test",
         "group_id": 1,
         "generation": 1,
+        "taken": [],
+        "attempt_id": uuid.uuid4().hex,
     }
 
 
@@ -45,6 +48,26 @@ def test_publishing_copies_with_checksum_and_is_idempotent(tmp_path):
         "dsa110_mosaic_test.fits",
         "dsa110_mosaic_test.png",
     ], "no temporary files are left behind"
+
+
+def test_identical_bytes_of_another_product_get_a_name_of_their_own(tmp_path):
+    # A new version of a window whose members did not change is byte for byte the same
+    # mosaic; the first version's name is registered to it, so the new one is _v2.
+    content = b"same mosaic" * 50
+    products = tmp_path / "products" / "mosaics"
+    first = run(payload(stage(tmp_path / "a", content), products))
+
+    second = run(
+        {
+            **payload(stage(tmp_path / "b", content), products),
+            "generation": 2,
+            "taken": [first["published_path"]],
+        }
+    )
+
+    assert second["published_path"] == str(products / "dsa110_mosaic_test_v2.fits")
+    assert Path(second["published_path"]).read_bytes() == content
+    assert (products / "dsa110_mosaic_test_v2.png").is_file()
 
 
 def test_a_name_clash_gets_a_new_version_and_never_overwrites(tmp_path):
