@@ -22,7 +22,7 @@ from typing import TextIO
 from sqlalchemy import Engine
 
 from reconciler.config import Settings, load_settings
-from reconciler.db.engine import make_engine, reading
+from reconciler.db.engine import engine_for, reading
 from reconciler.db.migrate import require_head
 from reconciler.desired.centred import (
     DEFAULT_TIMESPAN_MINUTES,
@@ -161,10 +161,7 @@ class MosaicOrchestrator:
         progress: TextIO | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings(config_path)
-        self.engine = engine or make_engine(
-            self.settings.database_url,
-            busy_timeout_seconds=self.settings.database.busy_timeout_seconds,
-        )
+        self.engine = engine or engine_for(self.settings)
         require_head(self.engine)
         self._registry = registry
         self.clock = clock

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ DEFAULT_CONFIG = Path("config") / "reconciler.toml"
 #: The configuration directory shipped with the code.
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
 
+#: The databases the reconciler runs on (SQLAlchemy backend names).
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+
 ENV_OVERRIDES = {
     "RECONCILER_DATABASE_URL": ("database", "url"),
     "RECONCILER_INCOMING": ("paths", "incoming"),
@@ -43,6 +47,7 @@ class DatabaseSettings:
 
     url: str = ""
     busy_timeout_seconds: float = 30.0
+    statement_timeout_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -303,6 +308,7 @@ def _coerce(value: Any, kind: type, key: str, label: str) -> Any:
 def _validate(s: Settings, label: str) -> None:
     positive = {
         "database.busy_timeout_seconds": s.database.busy_timeout_seconds,
+        "database.statement_timeout_seconds": s.database.statement_timeout_seconds,
         "schedule.interval_seconds": s.schedule.interval_seconds,
         "discovery.expected_subbands": s.discovery.expected_subbands,
         "discovery.min_subbands": s.discovery.min_subbands,
@@ -386,11 +392,16 @@ def _validate(s: Settings, label: str) -> None:
             raise ConfigError(f"{label}: schedule.cron {s.schedule.cron!r}: {exc}") from exc
     if s.database.url:
         try:
-            make_url(s.database.url)
+            backend = make_url(s.database.url).get_backend_name()
         except (ArgumentError, ValueError) as exc:
             raise ConfigError(
                 f"{label}: database.url is not a database URL ({redact_url(s.database.url)})"
             ) from exc
+        if backend not in SUPPORTED_DATABASES:
+            raise ConfigError(
+                f"{label}: database.url names {backend!r}; the reconciler runs on "
+                f"{' or '.join(SUPPORTED_DATABASES)}"
+            )
 
 
 def redact_url(url: str) -> str:
@@ -409,6 +420,23 @@ def redact_url(url: str) -> str:
     user, colon, _password = rest[:at].partition(":")
     credentials = f"{user}:***" if colon else user
     return f"{scheme}://{credentials}@{rest[at + 1 :]}"
+
+
+def scrub_password(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with every piece of the URL's password
+    masked: a password holding an unescaped ``@`` is split by the driver, which may then
+    quote the rest as a host name."""
+    _, separator, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not separator or at < 0:
+        return text
+    _, colon, password = rest[:at].partition(":")
+    if not colon:
+        return text
+    for piece in sorted(set(re.split(r"[@:/]", password)), key=len, reverse=True):
+        if len(piece) >= 3:
+            text = text.replace(piece, "***")
+    return text
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ happened before, only on what is.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.model import (
@@ -95,38 +95,60 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
         now >= _arrival_deadline(group.window_end, policy)
     )
     members = tuple(sorted(g.members, key=lambda m: m.start))
+    # An observation whose raw data will not become complete (its grace time is over, or
+    # its files vanished or broke) is left out, unless its MS exists: nothing after
+    # conversion reads the raw files again.
+    excluded = tuple(m for m in members if not (m.ready or m.converted or m.arriving))
+    usable = tuple(m for m in members if m not in excluded)
+    notes = [f"{m.key}: {m.problem or 'raw data incomplete'} (excluded)" for m in excluded]
+    keys = tuple(m.key for m in excluded)
 
     wanted: list[ActionSpec] = []
     holds: list[_Hold] = []
-    for member in members:
+    for member in usable:
         spec, hold = _member_step(member, g, priority)
         if spec is not None:
             wanted.append(spec)
         if hold is not None:
             holds.append(hold)
 
-    if not members:
+    if not usable:
         if arrived:
-            reason = "no observations in the window"
-            return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None)
-        return GroupDecision(group.id, Phase.WAITING, _arrival_reason(g, policy), None)
+            reason = "; ".join([*notes, "no observations in the window to mosaic"])
+            return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None, excluded=keys)
+        reason = "; ".join([*notes, _arrival_reason(g, policy)])
+        return GroupDecision(group.id, Phase.WAITING, reason, None, excluded=keys)
 
     if wanted or holds:
-        return _in_progress(g, wanted, holds, now=now)
+        decision = _in_progress(g, wanted, holds, now=now)
+        return _with_notes(decision, notes, keys)
 
     if not arrived:
-        return GroupDecision(group.id, Phase.WAITING, _arrival_reason(g, policy), None)
-    if len(members) < policy.min_observations:
-        reason = (
-            f"only {len(members)} observation(s) in the window; "
-            f"a mosaic needs at least {policy.min_observations}"
+        reason = "; ".join([*notes, _arrival_reason(g, policy)])
+        return GroupDecision(group.id, Phase.WAITING, reason, None, excluded=keys)
+    if len(usable) < policy.min_observations:
+        reason = "; ".join(
+            [
+                *notes,
+                f"only {len(usable)} observation(s) in the window; "
+                f"a mosaic needs at least {policy.min_observations}",
+            ]
         )
-        return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None)
+        return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None, excluded=keys)
 
     kind = ActionKind.PUBLISH if g.mosaic_done else ActionKind.MOSAIC
     key = ActionKey(kind, group_target(group.id), group.generation)
     spec = _spec(key, g, priority)
-    return _in_progress(g, [spec], [], now=now)
+    return _with_notes(_in_progress(g, [spec], [], now=now), notes, keys)
+
+
+def _with_notes(
+    decision: GroupDecision, notes: list[str], excluded: tuple[str, ...]
+) -> GroupDecision:
+    """The decision with the excluded members named first in its reason."""
+    if not notes:
+        return decision
+    return replace(decision, reason="; ".join([*notes, decision.reason]), excluded=excluded)
 
 
 @dataclass(frozen=True)
@@ -143,7 +165,8 @@ def _member_step(
     member: ObservationState, g: GroupObserved, priority: datetime
 ) -> tuple[ActionSpec | None, _Hold | None]:
     """The next action one member needs, or what holds it back."""
-    if not member.ready:
+    if not (member.ready or member.converted):
+        # Still arriving (excluded members never get here): wait for the rest of its files.
         return None, _Hold(f"{member.key}: {member.problem or 'raw data incomplete'}")
     target = observation_target(member.key)
     if not member.converted:

@@ -17,7 +17,7 @@ from typing import TextIO
 from reconciler.catalogue import load_calibrators
 from reconciler.config import PathSettings, Settings
 from reconciler.db import calibrators
-from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.engine import engine_for, reading, writing
 from reconciler.db.migrate import upgrade
 from reconciler.desired import explicit
 from reconciler.progress import follow
@@ -69,7 +69,7 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
     from reconciler.sky import meridian_transits
 
     settings = demo_settings(base.absolute(), settings)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     upgrade(engine)
     with writing(engine) as conn:
         calibrators.upsert_calibrators(

@@ -140,7 +140,12 @@ class DesiredGroup:
 
 @dataclass(frozen=True)
 class ObservationState:
-    """One member observation and the artifacts that exist for it."""
+    """One member observation and the artifacts that exist for it.
+
+    ``ready``: its raw data are complete enough to convert. ``arriving``: not ready, but
+    discovery still waits for its missing files (its grace time is not over); a member
+    neither ready nor arriving will not become ready by itself.
+    """
 
     key: str
     start: datetime
@@ -148,6 +153,7 @@ class ObservationState:
     dec_deg: float
     ready: bool = True
     problem: str | None = None
+    arriving: bool = False
     converted: bool = False
     calibrated: bool = False
     imaged: bool = False
@@ -190,6 +196,8 @@ class GroupDecision:
     reason: str
     next_action: str | None
     wanted: tuple[ActionSpec, ...] = ()
+    #: Keys of members left out of the mosaic (raw data that will not become complete).
+    excluded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.errors import PermanentError
+
 OBSERVATION_PREFIX = "obs:"
 GROUP_PREFIX = "group:"
 
@@ -43,24 +45,43 @@ def parse_target(target: str) -> tuple[str, str]:
     raise ValueError(f"action target {target!r} names neither an observation nor a group")
 
 
+#: An observation key as :func:`observation_key` makes it; nothing else goes into a path.
+_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+
+
+def checked_key(key: str) -> str:
+    """``key`` when it is an observation key, so it is safe in a path.
+
+    Raises
+    ------
+    PermanentError
+        When it is anything else (a row edited by hand, ``../`` in it).
+    """
+    if _KEY.fullmatch(key) is None:
+        raise PermanentError(
+            f"observation key {key!r} is not a UTC time such as 2025-03-01T00:00:00"
+        )
+    return key
+
+
 def measurement_set_path(work: Path, key: str) -> Path:
     """Where the MS converted from observation ``key`` lives."""
-    return work / "ms" / key[:10] / f"{key}.ms"
+    return work / "ms" / key[:10] / f"{checked_key(key)}.ms"
 
 
 def calibrated_ms_path(work: Path, key: str) -> Path:
     """Where the calibrated copy of observation ``key`` lives."""
-    return work / "calibrated" / key[:10] / f"{key}.cal.ms"
+    return work / "calibrated" / key[:10] / f"{checked_key(key)}.cal.ms"
 
 
 def caltable_prefix(work: Path, key: str) -> Path:
     """Prefix of the calibration tables solved on observation ``key``."""
-    return work / "caltables" / key[:10] / key
+    return work / "caltables" / key[:10] / checked_key(key)
 
 
 def image_prefix(work: Path, key: str) -> Path:
     """Prefix of the image products of observation ``key``."""
-    return work / "images" / key[:10] / key
+    return work / "images" / key[:10] / checked_key(key)
 
 
 def window_label(start: datetime, end: datetime) -> str:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -56,6 +57,7 @@ from reconciler.eligibility import (
     transits_to_solve_on,
 )
 from reconciler.engine.registry import ActionRegistry
+from reconciler.io.confine import inside
 from reconciler.model import (
     ActionKey,
     ActionKind,
@@ -101,6 +103,23 @@ class Snapshot:
         return tuple(g.observed for g in self.groups)
 
 
+class _Confined:
+    """The registry's product checks, never touching a path outside the roots: such a row
+    is taken as present, and the action that would read it fails, naming the row."""
+
+    def __init__(self, registry: ActionRegistry, roots: tuple[Path, ...]) -> None:
+        self._registry = registry
+        self._roots = roots
+
+    def product_exists(self, kind: ActionKind, path: str | None) -> bool:
+        """As :meth:`ActionRegistry.product_exists`, for paths under the roots."""
+        # A solution's product is a list of tables, each checked by its handler.
+        single = path is not None and kind is not ActionKind.SOLVE
+        if single and not any(inside(path, root) for root in self._roots):
+            return True
+        return self._registry.product_exists(kind, path)
+
+
 @dataclass(frozen=True)
 class _Member:
     id: int
@@ -131,6 +150,7 @@ def observe_in(
     transits: TransitFinder | None = None,
 ) -> Snapshot:
     """:func:`observe` inside a transaction the caller holds."""
+    products = _Confined(registry, (settings.paths.work, settings.paths.products))
     stmt = select(MosaicGroup).order_by(MosaicGroup.window_start, MosaicGroup.id)
     if group_ids is None:
         stmt = stmt.where(ACTIVE_GROUPS)
@@ -141,17 +161,20 @@ def observe_in(
         return Snapshot(at=now, groups=(), known_actions=frozenset())
     ids = [row.id for row in groups]
     tolerance = settings.calibration.dec_strip_tolerance_deg
-    members = _members(conn, groups, registry, tolerance, {r.id: r.dec_deg for r in groups})
+    grace = timedelta(minutes=settings.discovery.grace_minutes)
+    members = _members(
+        conn, groups, products, tolerance, {r.id: r.dec_deg for r in groups}, now - grace
+    )
     recorded = _recorded_members(conn, ids)
     targets = [group_target(i) for i in ids] + [
         observation_target(m.state.key) for ms in members.values() for m in ms
     ]
     calibration = _calibration(
-        conn, groups, members, settings, registry, transits or transit_finder(settings.site)
+        conn, groups, members, settings, products, transits or transit_finder(settings.site)
     )
     targets += [observation_target(c.solve_target) for c in calibration.values() if c.solve_target]
     actions = _actions(conn, targets)
-    registry_rows = _mosaics(conn, ids, registry)
+    registry_rows = _mosaics(conn, ids, products)
     data_through = conn.execute(select(func.max(Observation.end_time))).scalar()
 
     observed = []
@@ -197,16 +220,18 @@ def _desired(row: Row[Any]) -> DesiredGroup:
 def _members(
     conn: Connection,
     groups: list[Row[Any]],
-    registry: ActionRegistry,
+    registry: _Confined,
     tolerance_deg: float,
     group_dec: dict[int, float | None],
+    seen_before: datetime,
 ) -> dict[int, list[_Member]]:
     """Observations starting inside each window, at the group's dec strip.
 
     A group without a dec yet takes the dec of its earliest observation; the pass then
     records it, so a later change of pointing inside the window does not move the group.
     The observations of all windows are read once (overlapping windows share them) and
-    handed to the windows here; each observation's products are checked once.
+    handed to the windows here; each observation's products are checked once. One not
+    ready that was first seen after ``seen_before`` is still arriving.
     """
     windows = [g for g in groups if g.window_start is not None and g.window_end is not None]
     if not windows:
@@ -220,6 +245,7 @@ def _members(
             Observation.dec_deg,
             Observation.ready,
             Observation.problem,
+            Observation.first_seen_at,
             MeasurementSet.path,
             CalibratedMS.path,
             Image.path,
@@ -234,7 +260,7 @@ def _members(
     ids: list[int] = []
     states: list[ObservationState] = []
     # Rows unpacked by position: attribute access per column costs more than the query.
-    for id_, key, start, end, dec_deg, ready, problem, ms, calibrated, image in conn.execute(
+    for id_, key, start, end, dec_deg, ready, problem, seen, ms, calibrated, image in conn.execute(
         stmt
     ).all():
         ids.append(id_)
@@ -246,6 +272,8 @@ def _members(
                 dec_deg=dec_deg,
                 ready=ready,
                 problem=problem,
+                # Discovery waits its grace time for missing files after it first saw any.
+                arriving=not ready and seen > seen_before,
                 converted=exists(ActionKind.CONVERT, ms),
                 calibrated=exists(ActionKind.APPLY, calibrated),
                 imaged=exists(ActionKind.IMAGE, image),
@@ -341,7 +369,7 @@ def any_of(conn: Connection, column: Any, values: Iterable[str]) -> ColumnElemen
 
 
 def _mosaics(
-    conn: Connection, group_ids: list[int], registry: ActionRegistry
+    conn: Connection, group_ids: list[int], registry: _Confined
 ) -> dict[tuple[int, int], tuple[bool, str | None]]:
     """(group, generation) → (mosaic made, published path) from the product registry."""
     stmt = select(
@@ -368,7 +396,7 @@ def _calibration(
     groups: list[Row[Any]],
     members: dict[int, list[_Member]],
     settings: Settings,
-    registry: ActionRegistry,
+    registry: _Confined,
     transits: TransitFinder,
 ) -> dict[int, CalibrationState]:
     """For each group with members: solved (a solution serves every member still to be

@@ -1,4 +1,4 @@
-"""The reconcile pass and the APScheduler wiring of the background service.
+"""The reconcile pass: what one worker does each time the service runs.
 
 A pass: settle expired leases → observe → decide → enqueue what is missing and write each
 group's status → claim and perform actions (earliest window first) → repeat until nothing
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import socket
 import threading
 import time
@@ -18,15 +17,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 
 from sqlalchemy import Connection, Engine, delete, update
 from sqlalchemy.exc import DBAPIError
 
+from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db import queries
 from reconciler.db.engine import refresh_statistics, writing
-from reconciler.db.migrate import require_head
 from reconciler.db.models import MosaicGroup, MosaicGroupMember
 from reconciler.decide import decide
 from reconciler.desired import WantReport, want
@@ -111,6 +109,7 @@ class Reconciler:
             engine, settings, registry, owner=self.owner, clock=clock, jitter=jitter
         )
         self._report_lock = threading.Lock()
+        self._trouble = RepeatedCondition(log)
         #: Leftovers of dead attempts may exist: at start, and after a reclaim or a failure.
         self._leftovers_possible = True
         self._statistics_at: float | None = None
@@ -169,6 +168,8 @@ class Reconciler:
         if not report.reconciles:
             self._count_reconcile(report, self.reconcile())
         self._refresh_statistics()
+        if not report.errors:
+            self._trouble.clear("passes run cleanly again")
         report.seconds = time.monotonic() - started_clock
         return report
 
@@ -226,7 +227,7 @@ class Reconciler:
         changed = [
             d
             for d in plan.decisions
-            if _status_changed(groups[d.group_id], d) or _membership_changed(groups[d.group_id])
+            if _status_changed(groups[d.group_id], d) or _membership_changed(groups[d.group_id], d)
         ]
         if not (new or redo or changed):
             return 0
@@ -287,10 +288,8 @@ class Reconciler:
         message = f"{where} failed: {describe(exc)}"
         with self._report_lock:
             report.errors.append(message)
-        if isinstance(exc, DBAPIError):
-            log.warning("%s", message)
-        else:
-            log.exception("%s", message)
+        # A database that is away fails every pass the same way: one line while it lasts.
+        self._trouble.report(message, traceback=not isinstance(exc, DBAPIError))
 
     def _count_reconcile(self, report: PassReport, queued: int) -> None:
         with self._report_lock:
@@ -354,10 +353,21 @@ def _status_changed(group: ObservedGroup, decision: GroupDecision) -> bool:
     )
 
 
-def _membership_changed(group: ObservedGroup) -> bool:
+def _members_of(group: ObservedGroup, decision: GroupDecision) -> tuple[int, ...]:
+    """The ids of the observations the mosaic is made of: those decide did not exclude."""
+    excluded = set(decision.excluded)
+    return tuple(
+        oid
+        for oid, member in zip(group.member_ids, group.observed.members, strict=True)
+        if member.key not in excluded
+    )
+
+
+def _membership_changed(group: ObservedGroup, decision: GroupDecision) -> bool:
     frozen = group.observed.mosaic_done or group.observed.published_path is not None
     dec_unset = group.stored_dec_deg is None and bool(group.observed.members)
-    return dec_unset or (not frozen and set(group.member_ids) != group.recorded_member_ids)
+    members = set(_members_of(group, decision))
+    return dec_unset or (not frozen and members != group.recorded_member_ids)
 
 
 def _write_status(
@@ -376,18 +386,19 @@ def _write_status(
     if group.stored_dec_deg is None and group.observed.members:
         values["dec_deg"] = group.observed.members[0].dec_deg
     conn.execute(update(MosaicGroup).where(MosaicGroup.id == group_id).values(**values))
-    if _membership_changed(group) and not group.observed.mosaic_done:
+    if _membership_changed(group, decision) and not group.observed.mosaic_done:
+        members = _members_of(group, decision)
         conn.execute(
             delete(MosaicGroupMember).where(
                 MosaicGroupMember.group_id == group_id, MosaicGroupMember.role == "member"
             )
         )
-        if group.member_ids:
+        if members:
             conn.execute(
                 MosaicGroupMember.__table__.insert(),
                 [
                     {"group_id": group_id, "observation_id": oid, "position": i, "role": "member"}
-                    for i, oid in enumerate(group.member_ids)
+                    for i, oid in enumerate(members)
                 ],
             )
     if group.stored_phase != str(decision.phase):
@@ -399,96 +410,3 @@ def _write_status(
             group_id=group_id,
             actor=actor,
         )
-
-
-def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
-    """Run passes on the configured schedule until SIGTERM/SIGINT; one pass at a time.
-
-    Missed runs are coalesced into one, and a pass never overlaps the previous one. On a
-    signal the current action's child is stopped and its claim released before exiting.
-    """
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    require_head(reconciler.engine)
-    settings = reconciler.settings
-    stop = threading.Event()
-    if settings.schedule.cron:
-        trigger = CronTrigger.from_crontab(settings.schedule.cron, timezone=UTC)
-    else:
-        trigger = IntervalTrigger(seconds=settings.schedule.interval_seconds, timezone=UTC)
-
-    trouble = RepeatedCondition(log)
-
-    def one_pass() -> None:
-        try:
-            report = reconciler.run_pass(stop)
-        except Exception as exc:
-            # The next pass tries again; a condition that persists is logged once.
-            trouble.report(
-                f"pass failed: {describe(exc)}", traceback=not isinstance(exc, DBAPIError)
-            )
-            return
-        trouble.clear("passes run again")
-        log.info(
-            "pass: %d action(s), %d failed, %d queued, %d lease(s) reclaimed, %.1f s",
-            len(report.actions),
-            sum(a.failed for a in report.actions),
-            report.enqueued,
-            report.reclaimed,
-            report.seconds,
-        )
-
-    scheduler = BackgroundScheduler(
-        timezone=UTC,
-        job_defaults={
-            "coalesce": True,
-            "max_instances": 1,
-            "misfire_grace_time": int(settings.schedule.misfire_grace_seconds),
-        },
-    )
-    scheduler.add_job(one_pass, trigger, id="reconcile", next_run_time=datetime.now(UTC))
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing", signal.Signals(signum).name)
-        stop.set()
-
-    if install_signals:
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    log.info("service %s started (%s)", reconciler.owner, _schedule_text(settings))
-    scheduler.start()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        scheduler.shutdown(wait=True)
-        log.info("service %s stopped", reconciler.owner)
-
-
-class RepeatedCondition:
-    """Logs a condition once while it lasts, and once when it ends: a database outage is
-    one line, not one line per pass."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._log = logger
-        self._current: str | None = None
-
-    def report(self, message: str, *, traceback: bool = False) -> None:
-        """Log ``message`` unless it is what was logged last."""
-        if message != self._current:
-            self._current = message
-            self._log.error("%s", message, exc_info=traceback)
-
-    def clear(self, message: str) -> None:
-        """The condition ended: say so once."""
-        if self._current is not None:
-            self._current = None
-            self._log.info("%s", message)
-
-
-def _schedule_text(settings: Settings) -> str:
-    if settings.schedule.cron:
-        return f"cron {settings.schedule.cron!r} UTC"
-    return f"every {settings.schedule.interval_seconds:g} s"

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from reconciler.cli.arguments import build_parser
 from reconciler.cli.commands import COMMANDS
-from reconciler.config import load_settings, redact_url
+from reconciler.config import load_settings, redact_url, scrub_password
 from reconciler.errors import ReconcilerError
 
 
@@ -35,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OperationalError as exc:
-        url = redact_url(load_settings(args.config).database_url)
+        raw_url = load_settings(args.config).database_url
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        print(f"reconciler: cannot use database {url}: {reason}", file=sys.stderr)
+        reason = scrub_password(reason, raw_url)
+        print(f"reconciler: cannot use database {redact_url(raw_url)}: {reason}", file=sys.stderr)
         return 2
 
 

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from reconciler.api import drive_until_settled
 from reconciler.catalogue import Calibrator, load_calibrators
 from reconciler.config import Settings, as_dict, redact_url
+from reconciler.daemon import serve
 from reconciler.db import calibrators
-from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.engine import engine_for, reading, writing
 from reconciler.db.migrate import current_revision, head_revision, require_head, upgrade
 from reconciler.desired import commands
 from reconciler.desired.centred import lookup_calibrator, request_centred
@@ -27,7 +28,7 @@ from reconciler.desired.late import new_generation
 from reconciler.engine.registry import load_registry
 from reconciler.errors import ReconcilerError, RequestError
 from reconciler.progress import SETTLED
-from reconciler.service import Reconciler, serve
+from reconciler.service import Reconciler
 from reconciler.sky import transit_finder
 from reconciler.status import (
     STATUS_COLUMNS,
@@ -40,9 +41,7 @@ from reconciler.status import (
 
 
 def _engine(settings: Settings) -> Engine:
-    return make_engine(
-        settings.database_url, busy_timeout_seconds=settings.database.busy_timeout_seconds
-    )
+    return engine_for(settings)
 
 
 def _print(data: Any, as_json: bool, table: Callable[[], str]) -> None:
@@ -73,11 +72,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             raise ReconcilerError("--workers must be at least 1")
         settings = replace(settings, passes=replace(settings.passes, workers=args.workers))
     engine = _engine(settings)
-    require_head(engine)
     reconciler = Reconciler(engine, settings, load_registry(settings))
     if not args.once:
-        serve(reconciler)
+        serve(reconciler)  # waits for the database if it is down
         return 0
+    require_head(engine)
     report = reconciler.run_pass()
     failed = [a for a in report.actions if a.failed]
     print(

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 from reconciler.config import redact_url
@@ -46,8 +47,29 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database forward to ``revision``; a no-op when it is already there."""
+    """Migrate the database forward to ``revision``; a no-op when it is already there.
+
+    Raises
+    ------
+    SchemaError
+        When the database is at a revision this code does not know (a newer release
+        migrated it): it is left as it is.
+    """
+    current = current_revision(engine)
+    if current is not None and not _known(current):
+        where = redact_url(engine.url.render_as_string(hide_password=False))
+        raise SchemaError(
+            f"database {where} is at schema revision {current}, which this code does not "
+            f"know (its newest is {head_revision()}): a newer release migrated it"
+        )
     _run(engine, command.upgrade, revision)
+
+
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from reconciler.db.types import UTCDateTime, utcnow, window_end_after_start
+from reconciler.db.types import UTCDateTime, UTCInstant, utcnow, window_end_after_start
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -197,8 +197,8 @@ class MosaicGroup(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_start: Mapped[datetime | None] = mapped_column(UTCInstant)
+    window_end: Mapped[datetime | None] = mapped_column(UTCInstant)
     origin: Mapped[str] = mapped_column(String(16), server_default="manual")
     calibrator_name: Mapped[str | None] = mapped_column(String(64))
     timespan_minutes: Mapped[float | None] = mapped_column(Float)

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db import queries
 from reconciler.db.engine import reading, writing
@@ -92,6 +93,7 @@ class Executor:
         self.owner = owner
         self.clock = clock
         self.jitter = jitter
+        self._heartbeats = RepeatedCondition(log)
 
     def perform(self, claimed: ClaimedAction, stop: threading.Event) -> ActionReport:
         """Run one claimed action out of process and record its outcome, fenced by its token."""
@@ -124,7 +126,7 @@ class Executor:
                     log_path=self._log_path(claimed),
                 )
             except Exception as exc:
-                outcome = crash_of(exc, "starting the child process failed: ", 0.0)
+                outcome = crash_of(exc, "running the child process failed: ", 0.0)
         report = self._settle(claimed, payload, outcome)
         log.info(
             "%s attempt %d: %s after %.1f s%s",
@@ -201,8 +203,9 @@ class Executor:
                     describe(exc),
                 )
                 return False
-            log.warning("action %d: heartbeat failed: %s", claimed.id, describe(exc))
+            self._heartbeats.report(f"heartbeats failing: {describe(exc)}")
             return True
+        self._heartbeats.clear("heartbeats succeed again")
         if held:
             renewed[0] = time.monotonic()
             self.reclaim_expired()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,19 @@ KILL_GRACE_SECONDS = 10.0
 
 #: A child's scratch directory: ``reconciler-action-<parent pid>-<random>`` in $TMPDIR.
 _SCRATCH_PREFIX = "reconciler-action-"
-_SCRATCH_NAME = re.compile(rf"^{_SCRATCH_PREFIX}(\d+)-")
+#: ``<prefix><pid>@<where>-<random>``; names without ``@<where>`` are from older services
+#: and taken as this place's.
+_SCRATCH_NAME = re.compile(rf"^{_SCRATCH_PREFIX}(\d+)(?:@([^/]+))?-")
+
+
+def process_place() -> str:
+    """Where this process's pid means something: the host, and its PID namespace (services
+    in separate namespaces, or on hosts sharing a $TMPDIR, must not judge each other's)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}.{namespace}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,7 @@ def run_in_child(
     child (``LeaseLost``). Setting ``stop`` kills it too (``Interrupted``).
     """
     started = time.monotonic()
-    scratch_prefix = f"{_SCRATCH_PREFIX}{os.getpid()}-"
+    scratch_prefix = f"{_SCRATCH_PREFIX}{os.getpid()}@{process_place()}-"
     with tempfile.TemporaryDirectory(prefix=scratch_prefix) as scratch:
         spec_path = Path(scratch) / "spec.json"
         outcome_path = Path(scratch) / "outcome.json"
@@ -142,10 +155,12 @@ def remove_orphaned_scratch(directory: Path | None = None) -> list[Path]:
 
     A service killed with SIGKILL leaves its child's scratch directory (spec, outcome, and
     whatever the science tool put in its working directory) in ``directory`` (default
-    $TMPDIR). Those whose parent process is gone are removed; a live or foreign process's
-    are left alone. Returns the directories removed.
+    $TMPDIR). Those whose parent process is gone are removed; a live process's, and those
+    of another host or PID namespace (whose pids mean nothing here), are left alone.
+    Returns the directories removed.
     """
     root = Path(directory or tempfile.gettempdir())
+    here = process_place()
     removed = []
     try:
         entries = list(os.scandir(root))
@@ -153,7 +168,9 @@ def remove_orphaned_scratch(directory: Path | None = None) -> list[Path]:
         return removed
     for entry in entries:
         match = _SCRATCH_NAME.match(entry.name)
-        if match is None or _process_exists(int(match.group(1))):
+        if match is None or match.group(2) not in (None, here):
+            continue
+        if _process_exists(int(match.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))

@@ -14,6 +14,7 @@ from reconciler.eligibility import serving_solution
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import calibrated_ms_path, parse_target
 from reconciler.steps.convert import ms_exists
@@ -23,7 +24,8 @@ from reconciler.steps.solve import converted_observation, solution_exists
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
     """The observation's MS and the solution that serves it (tables still on disk)."""
     _, key = parse_target(claimed.key.target)
-    obs = converted_observation(conn, key)
+    work = settings.paths.work
+    obs = converted_observation(conn, key, work)
     tolerance = settings.calibration.dec_strip_tolerance_deg
     candidates = artifacts.solutions_valid_during(conn, obs.start_time, obs.end_time)
     chosen = serving_solution(
@@ -35,12 +37,14 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     )
     if chosen is None:
         raise TemporaryError(f"no valid calibration solution for observation {key} yet")
+    what = f"calibration_solutions.tables of solution {chosen.id}"
+    tables = [str(confine(table, work, what=what)) for table in json.loads(chosen.tables)]
     return {
         "key": key,
         "ms": obs.path,
-        "tables": json.loads(chosen.tables),
+        "tables": tables,
         "solution_id": chosen.id,
-        "out_ms": str(calibrated_ms_path(settings.paths.work, key)),
+        "out_ms": str(confine(calibrated_ms_path(work, key), work, what=f"the copy of {key}")),
     }
 
 

@@ -14,6 +14,7 @@ from reconciler.db import artifacts
 from reconciler.db.models import Observation, RawFile
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError
+from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import measurement_set_path, parse_target
 
@@ -34,11 +35,15 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     if not files:
         raise PermanentError(f"observation {key} has no readable raw files")
     work = settings.paths.work
+    incoming = settings.paths.incoming
+    raw = [str(confine(f, incoming, what=f"raw_files.path of observation {key}")) for f in files]
+    out_ms = confine(measurement_set_path(work, key), work, what=f"the MS of {key}")
+    scratch = confine(work / "scratch" / "convert" / key, work, what=f"the scratch of {key}")
     return {
         "key": key,
-        "files": list(files),
-        "out_ms": str(measurement_set_path(work, key)),
-        "scratch": str(work / "scratch" / "convert" / key),
+        "files": raw,
+        "out_ms": str(out_ms),
+        "scratch": str(scratch),
         "site": asdict(settings.site),
     }
 

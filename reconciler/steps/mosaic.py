@@ -14,6 +14,7 @@ from reconciler.db.models import Image, MosaicGroupMember, Observation
 from reconciler.engine.environment import plain_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import parse_target, staging_dir
 
@@ -40,11 +41,20 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     missing = [r.key for r in rows if r.path is None or r.pb_path is None]
     if missing:
         raise TemporaryError(f"group {group_id}: not imaged yet: {', '.join(missing)}")
-    stage = staging_dir(settings.paths.work, group_id, generation) / "mosaic.fits"
+    work = settings.paths.work
+    tiles = [
+        [
+            str(confine(path, work, what=f"images.{column} of {r.key}"))
+            for column, path in (("path", r.path), ("pb_path", r.pb_path))
+        ]
+        for r in rows
+    ]
+    stage = staging_dir(work, group_id, generation) / "mosaic.fits"
+    stage = confine(stage, work, what=f"the staged mosaic of group {group_id}")
     return {
         "group_id": group_id,
         "generation": generation,
-        "tiles": [[r.path, r.pb_path] for r in rows],
+        "tiles": tiles,
         "members": [r.key for r in rows],
         "date_obs": rows[0].start_time.isoformat(),
         "date_end": rows[-1].end_time.isoformat(),

@@ -24,6 +24,7 @@ from reconciler.db import artifacts
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import attempt_path, parse_target, window_label
 
@@ -55,7 +56,11 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
     dec = f"_dec{row.dec_deg:+06.2f}" if row.dec_deg is not None else ""
     stem = f"dsa110_mosaic_{window_label(row.window_start, row.window_end)}{dec}"
-    products_dir = settings.paths.products / "mosaics"
+    products = settings.paths.products
+    products_dir = confine(products / "mosaics", products, what="the mosaics directory")
+    stage_path = confine(
+        row.stage_path, settings.paths.work, what=f"data_registry.stage_path of group {group_id}"
+    )
     # Names already registered to another product (an earlier generation of this window,
     # byte for byte the same, say) are never reused: each product has a name of its own.
     taken = (
@@ -71,7 +76,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     return {
         "group_id": group_id,
         "generation": generation,
-        "stage_path": row.stage_path,
+        "stage_path": str(stage_path),
         "products_dir": str(products_dir),
         "stem": stem,
         "taken": sorted(taken),
@@ -88,22 +93,34 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     taken = set(payload["taken"])
     try:
         products.mkdir(parents=True, exist_ok=True)
-        checksum = sha256(staged)
+        # The mosaic and its companions are one product: a name is free only when every
+        # file of it is free or already holds these very bytes.
+        files = {staged: sha256(staged)} | {
+            companion: sha256(companion) for companion in _companions(staged) if companion.is_file()
+        }
         version = 1
         while True:
             suffix = "" if version == 1 else f"_v{version}"
             final = products / f"{payload['stem']}{suffix}.fits"
-            free = not final.exists() or sha256(final) == checksum
+            targets = {source: _renamed(source, staged, final) for source in files}
+            free = all(
+                not target.exists() or sha256(target) == files[source]
+                for source, target in targets.items()
+            )
             if free and str(final) not in taken:
                 break
             version += 1
-        attempt = payload["attempt_id"]
-        _place(staged, final, attempt)
-        for extension in COMPANIONS:
-            companion = staged.with_name(staged.name.removesuffix(".fits") + extension)
-            if companion.is_file():
-                target = final.with_name(final.name.removesuffix(".fits") + extension)
-                _place(companion, target, attempt)
+        # The companions first: the mosaic's own name appears last, once all is there. A
+        # failure half-way takes back what this attempt placed: all of the product, or none.
+        placed: list[Path] = []
+        try:
+            for source in sorted(targets, key=lambda source: source == staged):
+                if _place(source, targets[source], payload["attempt_id"]):
+                    placed.append(targets[source])
+        except OSError:
+            for target in placed:
+                target.unlink(missing_ok=True)
+            raise
     except OSError as exc:
         # The operator can fix these (permissions, a full disk): retry with backoff, and say
         # plainly what is wrong so `status` shows it.
@@ -112,13 +129,23 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         if exc.errno == errno.ENOSPC:
             raise TemporaryError(f"no space left to publish into {products}: {exc}") from exc
         raise
-    return {"published_path": str(final), "checksum": checksum}
+    return {"published_path": str(final), "checksum": files[staged]}
 
 
-def _place(source: Path, final: Path, attempt: str) -> None:
-    """Copy ``source`` to ``final`` atomically, never replacing a different file."""
+def _companions(staged: Path) -> list[Path]:
+    return [staged.with_name(staged.name.removesuffix(".fits") + ext) for ext in COMPANIONS]
+
+
+def _renamed(source: Path, staged: Path, final: Path) -> Path:
+    """Where ``source`` (the staged mosaic or a companion of it) is published."""
+    return final.with_name(final.name.removesuffix(".fits") + source.name.removeprefix(staged.stem))
+
+
+def _place(source: Path, final: Path, attempt: str) -> bool:
+    """Copy ``source`` to ``final`` atomically, never replacing a file; True when this call
+    made ``final`` (False: it was there already, with these bytes)."""
     if final.exists():
-        return
+        return False
     tmp = attempt_path(final, attempt)
     try:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
@@ -128,6 +155,7 @@ def _place(source: Path, final: Path, attempt: str) -> None:
         os.link(tmp, final)  # fails if the name was taken meanwhile: never overwrites
     finally:
         tmp.unlink(missing_ok=True)
+    return True
 
 
 def sha256(path: Path) -> str:

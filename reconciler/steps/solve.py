@@ -19,6 +19,7 @@ from reconciler.eligibility import HeldTransit, held_transit
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import attempt_path, caltable_prefix, parse_target
 from reconciler.sky import transit_finder
@@ -27,8 +28,8 @@ from reconciler.sky import transit_finder
 MAX_FLAGGED_FRACTION = 0.5
 
 
-def converted_observation(conn: Connection, key: str) -> Any:
-    """Observation ``key`` with its time span, pointing and MS path.
+def converted_observation(conn: Connection, key: str, work: Path) -> Any:
+    """Observation ``key`` with its time span, pointing and MS path (under ``work``).
 
     Raises
     ------
@@ -36,6 +37,8 @@ def converted_observation(conn: Connection, key: str) -> Any:
         When the observation is not in the database.
     TemporaryError
         When it has no MS yet.
+    OutsideRootError
+        When its MS path lies outside ``work``.
     """
     row = conn.execute(
         select(
@@ -52,14 +55,15 @@ def converted_observation(conn: Connection, key: str) -> Any:
         raise PermanentError(f"observation {key} is not in the database")
     if row.path is None:
         raise TemporaryError(f"observation {key} has no MS yet")
-    return row
+    return row._replace(path=str(confine(row.path, work, what=f"measurement_sets.path of {key}")))
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
     """The calibrator transit this observation holds (at the configured site), and where
     the tables go."""
     _, key = parse_target(claimed.key.target)
-    obs = converted_observation(conn, key)
+    work = settings.paths.work
+    obs = converted_observation(conn, key, work)
     calibrators = all_calibrators(conn, active_only=True)
     held = held_transit(
         calibrators,
@@ -80,7 +84,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "dec_deg": calibrator.dec_deg,
         "flux_jy": calibrator.flux_jy,
         "pointing_dec_deg": obs.dec_deg,
-        "out_prefix": str(caltable_prefix(settings.paths.work, key)),
+        "out_prefix": str(confine(caltable_prefix(work, key), work, what=f"the tables of {key}")),
         "transit": transit.isoformat(),
         "valid_from": (transit - validity).isoformat(),
         "valid_until": (transit + validity).isoformat(),

@@ -34,7 +34,7 @@ from reconciler.catalogue import load_calibrators
 from reconciler.config import Settings
 from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
-from reconciler.db.models import MeasurementSet
+from reconciler.db.models import MeasurementSet, Observation
 from reconciler.demo import ARRAY_SCALE, CALIBRATOR, DAY, DEC_DEG, FIELD_OF_VIEW_DEG
 from reconciler.desired import explicit
 from reconciler.io.simulator import (
@@ -210,7 +210,7 @@ def _garbage(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [_truncate, _garbage], ids=["truncated", "garbage"])
-def test_an_unreadable_raw_file_holds_its_observation_back(tmp_path, db_url, dispose, damage):
+def test_an_unreadable_raw_file_leaves_its_observation_out(tmp_path, db_url, dispose, damage):
     scene = make_scene(tmp_path, db_url)
     dispose(scene.engine)
     scene.arrive(simulate(tmp_path / "source"))
@@ -219,9 +219,10 @@ def test_an_unreadable_raw_file_holds_its_observation_back(tmp_path, db_url, dis
 
     row = scene.settle()
 
-    assert (row["phase"], row["present"], row["converted"]) == ("waiting", 0, 0)
-    assert f"{KEY}: " in row["reason"] and "incomplete: 3/4 subbands" in row["reason"]
-    assert "sb01" in row["reason"]
+    # The grace time is over: the observation is left out, and the window has no other.
+    assert (row["phase"], row["present"], row["converted"]) == ("insufficient", 0, 0)
+    assert row["reason"].startswith(f"{KEY}: ") and "incomplete: 3/4 subbands" in row["reason"]
+    assert "sb01" in row["reason"] and "(excluded)" in row["reason"]
     assert checksums(scene.incoming) == before
 
 
@@ -253,7 +254,7 @@ def test_a_subband_with_another_channel_layout_is_excluded_by_name(tmp_path, db_
 
     row = scene.settle()
 
-    assert (row["phase"], row["present"], row["converted"]) == ("waiting", 0, 0)
+    assert (row["phase"], row["present"], row["converted"]) == ("insufficient", 0, 0)
     assert f"excluded {odd.name}: 16 channels, the others 8" in row["reason"]
     assert row["reason"].startswith(f"{KEY}: ")
     assert checksums(scene.incoming) == before
@@ -276,8 +277,12 @@ def test_a_raw_file_corrupted_after_conversion_keeps_the_ms(tmp_path, sqlite_url
     _truncate(scene.incoming / simulate_name(2))
     row = scene.settle()
 
-    assert row["phase"] == "waiting"
-    assert f"{KEY}: " in row["reason"] and "incomplete: 3/4 subbands" in row["reason"]
+    # Nothing after conversion reads the raw files: the MS carries on (to the calibrator
+    # this scene lacks), and the damage is on the observation, not the window.
+    assert row["phase"] == "blocked" and "no bandpass calibrator" in row["reason"]
+    with reading(scene.engine) as conn:
+        problem = conn.execute(select(Observation.problem)).scalar_one()
+    assert "incomplete: 3/4 subbands" in problem
     assert checksums(ms) == ms_files, "the MS made before the damage is kept as it was"
 
 

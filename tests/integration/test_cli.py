@@ -113,3 +113,15 @@ def test_every_command_has_help_with_an_example(capsys):
             main([command, "--help"])
         assert exit_.value.code == 0
         assert "example:" in capsys.readouterr().out, command
+
+
+def test_no_piece_of_a_password_with_an_unescaped_at_reaches_the_error(tmp_path, capsys):
+    # The driver splits "pa55@w0rd-tail" at the "@" and quotes the rest as a host name.
+    config = tmp_path / "reconciler.toml"
+    config.write_text('[database]\nurl = "postgresql://user:pa55@w0rd-tail@127.0.0.1:1/nowhere"\n')
+
+    assert cli(config, "status") == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith("reconciler: cannot use database postgresql://user:***@")
+    assert "pa55" not in error and "w0rd-tail" not in error

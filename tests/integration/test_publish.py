@@ -136,3 +136,19 @@ def test_a_read_only_products_directory_is_a_clear_error(tmp_path, small_disk):
 
     with pytest.raises(TemporaryError, match="is not writable"):
         run(payload(staged, products / "mosaics"))
+
+
+def test_a_companion_name_held_by_another_file_moves_the_whole_product_on(tmp_path):
+    staged = stage(tmp_path, b"mosaic bytes" * 100)
+    products = tmp_path / "products" / "mosaics"
+    products.mkdir(parents=True)
+    foreign = products / "dsa110_mosaic_test.png"
+    foreign.write_bytes(b"another product's quicklook")
+
+    result = run(payload(staged, products))
+
+    assert result["published_path"] == str(products / "dsa110_mosaic_test_v2.fits")
+    png = staged.with_name("mosaic.png")
+    assert (products / "dsa110_mosaic_test_v2.png").read_bytes() == png.read_bytes()
+    assert foreign.read_bytes() == b"another product's quicklook"
+    assert not (products / "dsa110_mosaic_test.fits").exists()

@@ -53,6 +53,16 @@ def test_migrations_upgrade_downgrade_and_match_the_models(empty_db_url):
     engine.dispose()
 
 
+def test_init_refuses_a_database_a_newer_release_migrated(engine):
+    with writing(engine) as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff0000newer'"))
+
+    with pytest.raises(SchemaError, match="ffff0000newer, which this code does not know"):
+        upgrade(engine)
+
+    assert current_revision(engine) == "ffff0000newer", "left as it was"
+
+
 def _tables(conn):
     if conn.dialect.name == "sqlite":
         return conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).scalars()
@@ -84,6 +94,24 @@ def test_a_plain_sql_insert_naming_only_the_window_is_a_complete_request(engine:
 
     again = request_window(engine, row.window_start, row.window_end, max_window=DAY)
     assert again.group_id == row.id and not again.created
+
+
+def test_a_plain_sql_time_with_an_offset_means_the_same_instant_on_both_databases(engine):
+    with writing(engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO mosaic_groups (window_start, window_end) "
+                "VALUES ('2025-03-01 02:00:00+02:00', '2025-03-01T02:50:00+02:00')"
+            )
+        )
+    with reading(engine) as conn:
+        row = conn.execute(select(MosaicGroup)).one()
+        shown = conn.execute(text("SELECT window_start FROM mosaic_status")).scalar_one()
+    assert (row.window_start, row.window_end) == (
+        datetime(2025, 3, 1, tzinfo=UTC),
+        datetime(2025, 3, 1, 0, 50, tzinfo=UTC),
+    )
+    assert str(shown).startswith("2025-03-01 00:00:00")
 
 
 @pytest.mark.parametrize(

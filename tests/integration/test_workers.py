@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select
 
 from reconciler.db.engine import reading
@@ -59,16 +58,6 @@ def start_worker(config: Path, *args: str) -> subprocess.Popen[bytes]:
 
 def scratch_root(config: Path) -> Path:
     return config.parent / "tmp"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -144,7 +133,7 @@ def test_a_killed_worker_loses_its_claim_and_the_work_completes_once(
     wait_for(running_in_first, timeout=60, what="the first worker to start the slow action")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    left_behind = list(scratch_root(config).glob(f"reconciler-action-{first.pid}-*"))
+    left_behind = list(scratch_root(config).glob(f"reconciler-action-{first.pid}@*"))
     assert left_behind, "the killed worker's child scratch directory is still there"
     workers.append(start_worker(config))
     wait_for(lambda: published(engine, group), timeout=180, what="the mosaic to be published")

@@ -263,6 +263,11 @@ BAD_FILES = [
         "database.url is not a database URL",
         id="bad-database-url",
     ),
+    pytest.param(
+        '[database]\nurl = "mysql://user@db/reconciler"\n',
+        "database.url names 'mysql'; the reconciler runs on sqlite or postgresql",
+        id="unsupported-database",
+    ),
     *(
         pytest.param(f"[{section}]\n{key} = {value}\n", f"{section}.{key} must be positive", id=id_)
         for section, key in POSITIVE_KEYS

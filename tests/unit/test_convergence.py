@@ -214,12 +214,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     for slot in sorted(slots):
         start = T0 + slot * SLOT
         key = observation_key(start)
+        ready = not draw(rarely(20))
         observations[key] = ObservationState(
             key=key,
             start=start,
             end=start + SLOT,
             dec_deg=draw(st.sampled_from(strips)),
-            ready=not draw(rarely(20)),
+            ready=ready,
+            # Of those never ready, some are still in their grace time, some are not.
+            arriving=not ready and draw(st.booleans()),
         )
     calibration = {}
     for dec in strips:
@@ -318,18 +321,20 @@ def expected_phase(group: DesiredGroup, world: World, policy: DecidePolicy, now:
         return Phase.PAUSED
     members = world.members(group)
     arrived = world.data_through >= end or now >= end + policy.arrival_grace
-    if not members:
+    # Raw data that will never be complete leave their observation out of the mosaic.
+    usable = [m for m in members if m.ready or m.converted or m.arriving]
+    if not usable:
         return Phase.INSUFFICIENT if arrived else Phase.WAITING
     # Calibration is the first member's strip's; another group may have calibrated the rest.
-    # A ready member that cannot be calibrated blocks the group; one not ready only waits.
+    # A convertible member that cannot be calibrated blocks the group; one arriving waits.
     uncalibratable = world.strips[members[0].dec_deg].problem is not None and any(
-        m.ready and not m.calibrated for m in members
+        (m.ready or m.converted) and not m.calibrated for m in usable
     )
     if uncalibratable:
         return Phase.BLOCKED
-    if not all(m.ready for m in members) or not arrived:
+    if not all(m.ready or m.converted for m in usable) or not arrived:
         return Phase.WAITING
-    if len(members) < policy.min_observations:
+    if len(usable) < policy.min_observations:
         return Phase.INSUFFICIENT
     return Phase.PUBLISHED
 

@@ -205,7 +205,7 @@ PHASE_CASES = [
         id="no-members-data-through-window-end",
     ),
     pytest.param(
-        observed(members=(member(0, "imaged"), member(1, "raw", ready=False))),
+        observed(members=(member(0, "imaged"), member(1, "raw", ready=False, arriving=True))),
         LATE,
         Phase.WAITING,
         f"{key_of(1)}: raw data incomplete",
@@ -213,7 +213,39 @@ PHASE_CASES = [
         id="waiting-for-raw-data",
     ),
     pytest.param(
-        observed(members=(member(0, "imaged", ready=False, problem="subband 7 missing"),)),
+        observed(members=(member(0, "imaged"), member(1, "raw", ready=False))),
+        LATE,
+        Phase.INSUFFICIENT,
+        f"{key_of(1)}: raw data incomplete (excluded); only 1 observation(s) in the window; "
+        "a mosaic needs at least 3",
+        [],
+        id="raw-data-that-will-not-come-excluded-too-few-left",
+    ),
+    pytest.param(
+        observed(
+            members=(*members("imaged", 3), member(3, "raw", ready=False, problem="sb07 gone")),
+        ),
+        LATE,
+        Phase.MOSAICKING,
+        f"{key_of(3)}: sb07 gone (excluded); mosaic {group_target(1)} to be queued",
+        [ActionKey(ActionKind.MOSAIC, group_target(1), 1)],
+        id="raw-data-that-will-not-come-excluded-the-rest-mosaicked",
+    ),
+    pytest.param(
+        observed(
+            members=(*members("imaged", 2), member(2, "converted", ready=False)),
+            calibration=SOLVED,
+        ),
+        LATE,
+        Phase.CALIBRATING,
+        f"apply {observation_target(key_of(2))} to be queued",
+        [obs_key(ActionKind.APPLY, 2)],
+        id="a-converted-member-needs-no-raw-data",
+    ),
+    pytest.param(
+        observed(
+            members=(member(0, "raw", ready=False, arriving=True, problem="subband 7 missing"),)
+        ),
         LATE,
         Phase.WAITING,
         f"{key_of(0)}: subband 7 missing",
@@ -221,7 +253,7 @@ PHASE_CASES = [
         id="waiting-for-raw-data-with-problem",
     ),
     pytest.param(
-        observed(members=(member(0, "raw"), member(1, "raw", ready=False))),
+        observed(members=(member(0, "raw"), member(1, "raw", ready=False, arriving=True))),
         LATE,
         Phase.CONVERTING,
         f"convert {observation_target(key_of(0))} to be queued; "
@@ -288,7 +320,7 @@ PHASE_CASES = [
     ),
     pytest.param(
         observed(
-            members=(member(0, "converted"), member(1, "raw", ready=False)),
+            members=(member(0, "converted"), member(1, "raw", ready=False, arriving=True)),
             calibration=CalibrationState(problem=NO_CALIBRATOR),
         ),
         EARLY,

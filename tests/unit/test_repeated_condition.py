@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from reconciler.service import RepeatedCondition
+from reconciler.conditions import RepeatedCondition
 
 
 def test_a_lasting_condition_is_logged_once_and_its_end_once(caplog):
@@ -39,3 +39,27 @@ def test_a_different_condition_is_logged_at_once():
         "pass failed: OperationalError: connection refused",
         "pass failed: OverflowError: date value out of range",
     ]
+
+
+def test_skipped_scheduled_runs_are_said_once_while_a_pass_lasts():
+    from reconciler.daemon import _SkippedRuns
+
+    lines = []
+    logger = logging.getLogger("test.repeated.skipped")
+    logger.addHandler(handler := logging.Handler())
+    handler.emit = lambda record: lines.append(record.getMessage())
+    skipped = _SkippedRuns(RepeatedCondition(logger))
+    warning = logging.LogRecord(
+        "apscheduler.scheduler",
+        logging.WARNING,
+        __file__,
+        1,
+        'Execution of job "one_pass" skipped: maximum number of running instances reached (1)',
+        None,
+        None,
+    )
+
+    shown = [skipped.filter(warning) for _ in range(50)]
+
+    assert shown == [False] * 50, "APScheduler's own line is never shown"
+    assert lines == ["a pass is still running: scheduled passes wait for it"]

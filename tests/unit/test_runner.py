@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from reconciler.engine.runner import remove_orphaned_scratch
+from reconciler.engine.runner import process_place, remove_orphaned_scratch
 
 
 def dead_pid() -> int:
@@ -34,3 +34,14 @@ def test_only_the_scratch_of_dead_services_is_removed(tmp_path):
 
 def test_a_missing_temporary_directory_is_not_an_error(tmp_path):
     assert remove_orphaned_scratch(tmp_path / "absent") == []
+
+
+def test_scratch_of_another_host_or_pid_namespace_is_left_alone(tmp_path):
+    pid = dead_pid()
+    ours = tmp_path / f"reconciler-action-{pid}@{process_place()}-k2j4"
+    ours.mkdir()
+    theirs = tmp_path / f"reconciler-action-{pid}@other-host.4026531836-x9z1"
+    theirs.mkdir()
+
+    assert remove_orphaned_scratch(tmp_path) == [ours]
+    assert theirs.is_dir(), "a pid of another host says nothing about its process here"
