@@ -55,7 +55,8 @@ def converted_observation(conn: Connection, key: str, work: Path) -> Any:
         raise PermanentError(f"observation {key} is not in the database")
     if row.path is None:
         raise TemporaryError(f"observation {key} has no MS yet")
-    return row._replace(path=str(confine(row.path, work, what=f"measurement_sets.path of {key}")))
+    confine(row.path, work, what=f"measurement_sets.path of {key}")
+    return row
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:

@@ -4,6 +4,7 @@ says: sentinel files outside are never touched, and nothing foreign is published
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy import select, update
 
 from reconciler.db import artifacts
 from reconciler.db.engine import reading, writing
-from reconciler.db.models import Image, MosaicGroup, Observation, RawFile
+from reconciler.db.models import CalibrationSolution, Image, MosaicGroup, Observation, RawFile
 from reconciler.desired.explicit import request_window
 from reconciler.desired.late import new_generation
 from reconciler.engine.registry import ActionRegistry
@@ -137,3 +138,25 @@ def test_a_foreign_image_is_never_mosaicked_or_published(engine, settings, tmp_p
     assert f"images.path of {keys[0]}: {foreign} is outside" in row.status_reason
     assert digest(foreign) == before
     assert sorted(p.name for p in settings.paths.products.rglob("*")) == products_before
+
+
+def test_solution_tables_outside_the_work_root_are_never_applied(engine, settings, tmp_path):
+    from reconciler.steps import apply
+
+    (key,) = add_observations(engine, 1)
+    add_solution(engine, key)
+    foreign = sentinel(tmp_path, "tables.B").parent
+    ms = settings.paths.work / "ms" / key[:10] / f"{key}.ms"
+    with writing(engine) as conn:
+        conn.execute(
+            update(CalibrationSolution).values(tables=json.dumps([str(foreign / "tables.B")]))
+        )
+        artifacts.record_measurement_set(
+            conn, key, path=str(ms), start=T0, mid=T0, end=T0 + OBSERVATION,
+            ra_deg=0.0, dec_deg=55.57, n_rows=1, n_channels=1,
+        )  # fmt: skip
+    (foreign / "tables.B").unlink()
+    (foreign / "tables.B").mkdir()  # the solution check wants its tables to be directories
+
+    with reading(engine) as conn, pytest.raises(OutsideRootError, match="calibration_solutions"):
+        apply.prepare(conn, claim(ActionKind.APPLY, observation_target(key)), settings)

@@ -4,21 +4,20 @@ survives, says so once, reconnects, and the work completes exactly once in effec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from benchmarks.private_postgres import PrivatePostgres, postgres_bin
 from reconciler.db.engine import make_engine, reading
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action, MosaicGroup
@@ -29,72 +28,18 @@ from tests.world import OBSERVATION, T0, add_observations, add_solution
 pytestmark = pytest.mark.postgres
 
 
-def _postgres_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not found:
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
         if os.environ.get("CI"):
             pytest.fail("no PostgreSQL binaries under /usr/lib/postgresql")
         pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql")
-    return found[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own, run as the ``postgres`` system user."""
-
-    bin: Path
-    data: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, *command: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
-            "-l", str(self.data / "server.log"), "-w", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
-        )
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    bin_dir = _postgres_bin()
-    data = tmp_path / "pgdata"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
-        # The postgres user must reach its data directory through the test's directories.
-        for parent in data.parents:
-            if parent == Path("/") or parent.stat().st_mode & 0o001:
-                break
-            parent.chmod(parent.stat().st_mode | 0o001)
-    cluster = PrivatePostgres(bin_dir, data, _free_port())
-    cluster._as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    cluster = PrivatePostgres.create(bin_dir, tmp_path / "pgdata")
     cluster.start()
     yield cluster
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
-         "immediate", "stop"] if os.geteuid() == 0 else
-        [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-        capture_output=True,
-    )  # fmt: skip
+    with contextlib.suppress(subprocess.CalledProcessError):
+        cluster.stop("immediate")
 
 
 def runs_by_label(tmp_path: Path) -> Counter[str]:
