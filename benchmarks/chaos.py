@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -125,7 +126,7 @@ arrival_grace_minutes = 0
 [schedule]
 interval_seconds = 1
 [lease]
-seconds = 30
+seconds = 10
 heartbeat_seconds = 2
 [retry]
 max_attempts = 1000
@@ -178,8 +179,12 @@ niter = 1000
         rows = self.query(select(MosaicGroup.phase).where(MosaicGroup.id == self.group))
         return bool(rows) and rows[0].phase == "published"
 
-    def running_kinds(self) -> set[str]:
-        return {r.kind for r in self.query(select(Action.kind).where(Action.state == "running"))}
+    def running_kinds(self, service: subprocess.Popen[bytes]) -> set[str]:
+        """Kinds of the actions ``service`` holds now (its worker names carry its pid)."""
+        held = select(Action.kind).where(
+            Action.state == "running", Action.lease_owner.like(f"%:{service.pid}:%")
+        )
+        return {r.kind for r in self.query(held)}
 
     def stop_all(self) -> None:
         for service in self.services:
@@ -193,12 +198,9 @@ niter = 1000
                 service.wait()
 
 
-def checksums(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
+def raw_checksums(directory: Path) -> dict[str, str]:
+    """SHA-256 of every raw file in ``directory``, by name."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.glob("*.hdf5")}
 
 
 def wait(condition: Any, timeout: float) -> bool:
@@ -216,21 +218,23 @@ def run(scene: Scene, args: argparse.Namespace, rng: random.Random, chaos: bool)
     victim = scene.start_service()
     for _ in range(args.services - 1):
         scene.start_service()
-    kills = restarts = skipped = 0
+    kills: Counter[str] = Counter()
+    restarts = 0
     restart_at = sorted(rng.uniform(10, 200) for _ in range(args.pg_restarts)) if chaos else []
-    turn = 0
-    while chaos and kills < args.kills and not scene.published():
-        kind = KINDS[turn % len(KINDS)]
-        turn += 1
-        if not wait(lambda kind=kind: kind in scene.running_kinds(), timeout=60):
-            skipped += 1
-            if skipped > 3 * len(KINDS):
-                break  # nothing left to kill in: every kind is done
+    # At most this many kills in each kind, so they spread over every step.
+    quota = math.ceil(args.kills / len(KINDS))
+    while chaos and kills.total() < args.kills and not scene.published():
+        running = [k for k in scene.running_kinds(victim) if kills[k] < quota]
+        if not running:
+            time.sleep(0.2)
             continue
-        time.sleep(rng.uniform(0.0, 3.0))
+        # The kind killed least so far, of those running now: every kind gets its turns,
+        # the ones that run once (solve, mosaic, publish) whenever they run.
+        kind = min(sorted(running), key=lambda k: kills[k])
+        time.sleep(rng.uniform(0.0, 2.0))
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        kills += 1
+        kills[kind] += 1
         victim = scene.start_service()
         while restart_at and time.monotonic() - started > restart_at[0]:
             restart_at.pop(0)
@@ -240,8 +244,8 @@ def run(scene: Scene, args: argparse.Namespace, rng: random.Random, chaos: bool)
             restarts += 1
     done = wait(scene.published, timeout=RUN_TIMEOUT_S)
     scene.stop_all()
-    return {"published": done, "kills": kills, "db_restarts": restarts, "wall_s": round(
-        time.monotonic() - started, 1)}  # fmt: skip
+    wall = round(time.monotonic() - started, 1)
+    return {"published": done, "kills": dict(kills), "db_restarts": restarts, "wall_s": wall}
 
 
 def outcome(scene: Scene) -> dict[str, Any]:
@@ -276,7 +280,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chaos_bench_", dir=REPO / "build") as tmp:
         base = Path(tmp)
         source, transit = simulate(REPO / "build" / "chaos-source")
-        raw_before = checksums(source)
+        raw_before = raw_checksums(source)
         args.cluster = None
         if args.backend == "postgresql":
             bin_dir = postgres_bin()
@@ -315,8 +319,9 @@ def main() -> int:
         figures |= {
             "backend": args.backend,
             "services": args.services,
-            "kills_made": chaos_run["kills"],
-            "kills_survived": chaos_run["kills"] if chaos_run["published"] else 0,
+            "kills_made": sum(chaos_run["kills"].values()),
+            "kills_by_kind": chaos_run["kills"],
+            "kills_survived": sum(chaos_run["kills"].values()) if chaos_run["published"] else 0,
             "db_restarts": chaos_run["db_restarts"],
             "reference_wall_s": ref_run["wall_s"],
             "chaos_wall_s": chaos_run["wall_s"],
@@ -329,7 +334,7 @@ def main() -> int:
             "action_states": dict(got["states"]),
             "debris_left": got["debris"],
             "scratch_left": got["scratch"],
-            "raw_unchanged": checksums(chaos_scene.base / "incoming") == raw_before,
+            "raw_unchanged": raw_checksums(chaos_scene.base / "incoming") == raw_before,
             "stuck": not chaos_run["published"] or set(got["states"]) != {"done"},
         }
         for key, value in figures.items():

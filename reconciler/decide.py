@@ -114,7 +114,10 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
 
     if not usable:
         if arrived:
-            reason = "; ".join([*notes, "no observations in the window to mosaic"])
+            none = (
+                "no other observations in the window" if notes else "no observations in the window"
+            )
+            reason = "; ".join([*notes, none])
             return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None, excluded=keys)
         reason = "; ".join([*notes, _arrival_reason(g, policy)])
         return GroupDecision(group.id, Phase.WAITING, reason, None, excluded=keys)

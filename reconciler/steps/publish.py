@@ -138,7 +138,10 @@ def _companions(staged: Path) -> list[Path]:
 
 def _renamed(source: Path, staged: Path, final: Path) -> Path:
     """Where ``source`` (the staged mosaic or a companion of it) is published."""
-    return final.with_name(final.name.removesuffix(".fits") + source.name.removeprefix(staged.stem))
+    if source == staged:
+        return final
+    extension = source.name.removeprefix(staged.name.removesuffix(".fits"))
+    return final.with_name(final.name.removesuffix(".fits") + extension)
 
 
 def _place(source: Path, final: Path, attempt: str) -> bool:
