@@ -59,21 +59,10 @@ from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action, MosaicGroup
-from reconciler.demo import (
-    ARRAY_SCALE,
-    CALIBRATOR,
-    DAY,
-    DEC_DEG,
-    FIELD_OF_VIEW_DEG,
-    SIMULATED_MINUTES,
-    SIMULATION,
-    WINDOW,
-)
+from reconciler.demo import FIELD_OF_VIEW_DEG, WINDOW, demo_transit, simulate_demo_data
 from reconciler.desired.explicit import request_window
 from reconciler.engine.debris import find_debris
-from reconciler.io.simulator import calibrator_field_sources, simulate_observations
 from reconciler.model import ActionKind
-from reconciler.sky import meridian_transits
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = [str(kind) for kind in ActionKind]
@@ -83,18 +72,9 @@ RUN_TIMEOUT_S = 3600.0
 
 def simulate(source: Path) -> tuple[Path, Any]:
     """The demo's raw files, written once into ``source``; returns it and the transit."""
-    sky = next(s for s in calibrator_field_sources() if s.name == CALIBRATOR)
-    transit = meridian_transits(sky.ra_deg, sky.dec_deg, DAY, DAY + timedelta(days=1))[0]
+    transit = demo_transit()
     if not any(source.glob("*.hdf5")):
-        simulate_observations(
-            source,
-            transit - timedelta(minutes=SIMULATED_MINUTES / 2),
-            SIMULATED_MINUTES,
-            DEC_DEG,
-            sources=calibrator_field_sources(),
-            array_scale=ARRAY_SCALE,
-            **SIMULATION,
-        )
+        simulate_demo_data(source, transit)
     return source, transit
 
 

@@ -63,11 +63,32 @@ def demo_settings(base: Path, settings: Settings) -> Settings:
     )
 
 
-def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int:
-    """Set up, simulate if needed, request the window, run until published; 0 on success."""
-    from reconciler.io.simulator import calibrator_field_sources, simulate_observations
+def demo_transit() -> datetime:
+    """The transit of the demo's calibrator on the demo's day (UTC)."""
+    from reconciler.io.simulator import calibrator_field_sources
     from reconciler.sky import meridian_transits
 
+    source = next(s for s in calibrator_field_sources() if s.name == CALIBRATOR)
+    return meridian_transits(source.ra_deg, source.dec_deg, DAY, DAY + timedelta(days=1))[0]
+
+
+def simulate_demo_data(directory: Path, transit: datetime) -> None:
+    """Write the demo's raw files (the hour around ``transit``) into ``directory``."""
+    from reconciler.io.simulator import calibrator_field_sources, simulate_observations
+
+    simulate_observations(
+        directory,
+        transit - timedelta(minutes=SIMULATED_MINUTES / 2),
+        SIMULATED_MINUTES,
+        DEC_DEG,
+        sources=calibrator_field_sources(),
+        array_scale=ARRAY_SCALE,
+        **SIMULATION,
+    )
+
+
+def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int:
+    """Set up, simulate if needed, request the window, run until published; 0 on success."""
     settings = demo_settings(base.absolute(), settings)
     engine = engine_for(settings)
     upgrade(engine)
@@ -75,8 +96,7 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
         calibrators.upsert_calibrators(
             conn, load_calibrators(settings.calibration.catalogue), overwrite=False
         )
-    source = next(s for s in calibrator_field_sources() if s.name == CALIBRATOR)
-    transit = meridian_transits(source.ra_deg, source.dec_deg, DAY, DAY + timedelta(days=1))[0]
+    transit = demo_transit()
     incoming = settings.paths.incoming
     if not any(incoming.glob("*.hdf5")):
         print(
@@ -85,15 +105,7 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
             file=out,
             flush=True,
         )
-        simulate_observations(
-            incoming,
-            transit - timedelta(minutes=SIMULATED_MINUTES / 2),
-            SIMULATED_MINUTES,
-            DEC_DEG,
-            sources=calibrator_field_sources(),
-            array_scale=ARRAY_SCALE,
-            **SIMULATION,
-        )
+        simulate_demo_data(incoming, transit)
     start = (transit - WINDOW / 2).replace(microsecond=0)
     request = explicit.request_window(
         engine, start, start + WINDOW, max_window=settings.decide_policy.max_window, actor="demo"
