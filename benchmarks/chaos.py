@@ -9,7 +9,8 @@ The demo's data (an hour around a 0834+555 transit, 16 antennas, 4 subbands) and
 * a reference run, undisturbed;
 * a chaos run, in which the whole service is SIGKILLed ``--kills`` times, each time while
   an action of the next kind in turn (convert, solve, apply, image, mosaic, publish) is
-  running, at a random moment into it, and restarted at once. With ``--services 2`` two
+  running, at a random moment into it, and restarted at once (at most ``--per-kind``
+  kills in one kind; by default the kills are spread evenly). With ``--services 2`` two
   services share the database and only one of them is killed; with ``--pg-restarts N``
   the database (a PostgreSQL cluster of the benchmark's own) is also restarted N times
   at random moments.
@@ -22,7 +23,7 @@ raw files unchanged (SHA-256); nothing stuck (every action done, the group publi
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/chaos.py [--kills 20] [--seed 1]
+    .venv/bin/python benchmarks/chaos.py [--kills 20] [--seed 1] [--per-kind N]
         [--backend sqlite|postgresql] [--services 1] [--pg-restarts 0]
 
 The last line of output is one JSON object with every figure.
@@ -200,28 +201,32 @@ def run(scene: Scene, args: argparse.Namespace, rng: random.Random, chaos: bool)
         scene.start_service()
     kills: Counter[str] = Counter()
     restarts = 0
-    restart_at = sorted(rng.uniform(10, 200) for _ in range(args.pg_restarts)) if chaos else []
-    # At most this many kills in each kind, so they spread over every step.
-    quota = math.ceil(args.kills / len(KINDS))
-    while chaos and kills.total() < args.kills and not scene.published():
-        running = [k for k in scene.running_kinds(victim) if kills[k] < quota]
-        if not running:
-            time.sleep(0.2)
-            continue
-        # The kind killed least so far, of those running now: every kind gets its turns,
-        # the ones that run once (solve, mosaic, publish) whenever they run.
-        kind = min(sorted(running), key=lambda k: kills[k])
-        time.sleep(rng.uniform(0.0, 2.0))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        kills[kind] += 1
-        victim = scene.start_service()
-        while restart_at and time.monotonic() - started > restart_at[0]:
+    # The database restarts fall in the first two thirds of an undisturbed run's time, so
+    # they all happen while there is work going on.
+    span = (10.0, max(20.0, args.reference_wall_s * 2 / 3))
+    restart_at = sorted(rng.uniform(*span) for _ in range(args.pg_restarts)) if chaos else []
+    quota = args.per_kind or math.ceil(args.kills / len(KINDS))
+    while chaos and (kills.total() < args.kills or restart_at) and not scene.published():
+        if restart_at and time.monotonic() - started > restart_at[0]:
             restart_at.pop(0)
             args.cluster.stop("immediate")
             time.sleep(rng.uniform(1.0, 5.0))
             args.cluster.start()
             restarts += 1
+        running = [k for k in scene.running_kinds(victim) if kills[k] < quota]
+        if not running or kills.total() >= args.kills:
+            time.sleep(0.2)
+            continue
+        # The kind killed least so far, of those running now: every kind gets its turns,
+        # the ones that run once (solve, mosaic, publish) whenever they run.
+        kind = min(sorted(running), key=lambda k: kills[k])
+        time.sleep(rng.uniform(0.0, 1.0 if kind == "publish" else 2.0))
+        if kind not in scene.running_kinds(victim):
+            continue  # it ended meanwhile: this kill would not land in it
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        kills[kind] += 1
+        victim = scene.start_service()
     done = wait(scene.published, timeout=RUN_TIMEOUT_S)
     scene.stop_all()
     wall = round(time.monotonic() - started, 1)
@@ -253,6 +258,12 @@ def main() -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--services", type=int, default=1)
     parser.add_argument("--pg-restarts", type=int, default=0)
+    parser.add_argument(
+        "--per-kind",
+        type=int,
+        default=0,
+        help="most kills in one step kind (default: --kills spread evenly over the kinds)",
+    )
     args = parser.parse_args()
     if args.pg_restarts and args.backend != "postgresql":
         parser.error("--pg-restarts needs --backend postgresql")
@@ -262,6 +273,7 @@ def main() -> int:
         source, transit = simulate(REPO / "build" / "chaos-source")
         raw_before = raw_checksums(source)
         args.cluster = None
+        args.reference_wall_s = 0.0
         if args.backend == "postgresql":
             bin_dir = postgres_bin()
             if bin_dir is None:
@@ -281,6 +293,7 @@ def main() -> int:
                     url = args.cluster.url.rsplit("/", 1)[0] + f"/{name}"
                 scene = Scene(base / name, source, transit, url)
                 ran = run(scene, args, rng, chaos=name == "chaos")
+                args.reference_wall_s = ran["wall_s"]
                 results[name] = (ran, outcome(scene), scene)
                 print(f"{name}: {ran}", flush=True)
         finally:

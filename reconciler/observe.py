@@ -9,6 +9,7 @@ their calibration. Artifacts are trusted only when their files are still there
 from __future__ import annotations
 
 import bisect
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -113,11 +114,24 @@ class _Confined:
 
     def product_exists(self, kind: ActionKind, path: str | None) -> bool:
         """As :meth:`ActionRegistry.product_exists`, for paths under the roots."""
-        # A solution's product is a list of tables, each checked by its handler.
-        single = path is not None and kind is not ActionKind.SOLVE
-        if single and not any(inside(path, root) for root in self._roots):
+        if path is None:
+            return self._registry.product_exists(kind, path)
+        paths = _solution_tables(path) if kind is ActionKind.SOLVE else [path]
+        if not all(any(inside(p, root) for root in self._roots) for p in paths):
             return True
         return self._registry.product_exists(kind, path)
+
+
+def _solution_tables(tables: str) -> list[str]:
+    """The paths of a solution's product (a JSON list of tables); a value that is no such
+    list is taken as one path, so the action that reads it fails naming the row."""
+    try:
+        paths = json.loads(tables)
+    except ValueError:
+        return [tables]
+    if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
+        return paths
+    return [tables]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,6 +120,20 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield _pg_url(name)
     with _pg_admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_admin() -> Iterator[tuple[psycopg.Connection, Callable[[str], str]]]:
+    """A superuser connection to the shared PostgreSQL and the URL maker for its databases;
+    for the tests that only PostgreSQL has a subject for (roles and ownership)."""
+    try:
+        admin = _pg_admin()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    with admin:
+        yield admin, _pg_url
 
 
 @pytest.fixture

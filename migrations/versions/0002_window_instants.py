@@ -3,7 +3,9 @@
 ``TIMESTAMP WITHOUT TIME ZONE`` dropped the offset of ``'2025-03-01 02:00:00+02'``, so a
 plain SQL request meant a different window on PostgreSQL than on SQLite (whose triggers
 convert it). The window columns become ``TIMESTAMP WITH TIME ZONE`` and the database's time
-zone UTC, so a time without an offset still means UTC in any session. SQLite: no change.
+zone UTC, so a time without an offset still means UTC in any session. Setting the time zone
+needs the database's owner: a migration run by another role leaves it, with a warning
+(the service's own sessions are UTC whatever the database's default). SQLite: no change.
 
 Revision ID: 0002
 Revises: 0001
@@ -11,6 +13,7 @@ Create Date: 2026-11-29 17:20:00
 """
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,12 +43,25 @@ def _retype(to: str, using: str) -> None:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
         return
-    op.execute(
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone TO ''UTC''', "
-        "current_database()); END $$"
-    )
+    database, user, owner = bind.exec_driver_sql(
+        "SELECT datname, current_user, pg_has_role(current_user, datdba, 'MEMBER') "
+        "FROM pg_database WHERE datname = current_database()"
+    ).one()
+    if owner:
+        quoted = database.replace('"', '""')
+        op.execute(f"ALTER DATABASE \"{quoted}\" SET timezone TO 'UTC'")
+    else:
+        logging.getLogger("alembic.runtime.migration").warning(
+            "database %s is not owned by %s, so its default time zone was left as it is: "
+            "in plain SQL give times an offset, or ask the owner to run "
+            "ALTER DATABASE %s SET timezone TO 'UTC'",
+            database,
+            user,
+            database,
+        )
     _retype("TIMESTAMP WITH TIME ZONE", "{} AT TIME ZONE 'UTC'")
 
 

@@ -3,6 +3,7 @@ says: sentinel files outside are never touched, and nothing foreign is published
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -160,3 +161,32 @@ def test_solution_tables_outside_the_work_root_are_never_applied(engine, setting
 
     with reading(engine) as conn, pytest.raises(OutsideRootError, match="calibration_solutions"):
         apply.prepare(conn, claim(ActionKind.APPLY, observation_target(key)), settings)
+
+
+def test_observe_never_looks_at_solution_tables_outside_the_roots(engine, settings, tmp_path):
+    # A solution whose tables lie outside the roots (and do not even exist there) counts as
+    # present: observe never stats them, and the apply that would read them fails, naming
+    # the row, instead of a solve being queued again and again.
+    keys = add_observations(engine, 2)
+    add_solution(engine, keys[0])
+    foreign = tmp_path / "outside" / "never-made.B"
+    with writing(engine) as conn:
+        conn.execute(update(CalibrationSolution).values(tables=json.dumps([str(foreign)])))
+    request_window(engine, T0, T0 + 2 * OBSERVATION, max_window=settings.decide_policy.max_window)
+    registry = engine_actions.registry()
+    looked_at: list[str] = []
+    solve = registry[ActionKind.SOLVE]
+    checked = ActionRegistry(
+        [h for h in registry if h.kind is not ActionKind.SOLVE]
+        + [
+            dataclasses.replace(
+                solve, product_exists=lambda tables: looked_at.append(tables) or False
+            )
+        ]
+    )
+
+    snapshot = Reconciler(engine, settings, checked, clock=lambda: LATER).snapshot()
+
+    assert looked_at == []
+    (group,) = snapshot.observed
+    assert group.calibration.solved

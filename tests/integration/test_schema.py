@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -61,6 +64,29 @@ def test_init_refuses_a_database_a_newer_release_migrated(engine):
         upgrade(engine)
 
     assert current_revision(engine) == "ffff0000newer", "left as it was"
+
+
+def test_a_role_that_does_not_own_the_database_can_migrate_it(pg_admin, caplog):
+    # Revision 0002 sets the database's time zone, which only its owner may do: a role
+    # that may create tables but does not own the database migrates with a warning.
+    admin, url_of = pg_admin
+    suffix = uuid.uuid4().hex[:10]
+    role, database = f"reconciler_user_{suffix}", f"reconciler_notowned_{suffix}"
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with psycopg.connect(url_of(database).replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'GRANT ALL ON SCHEMA public TO "{role}"')
+        engine = make_engine(url_of(database).replace("postgres@", f"{role}@"))
+        with caplog.at_level(logging.WARNING):
+            upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        check_models(engine)
+        engine.dispose()
+        assert f"database {database} is not owned by {role}" in caplog.text
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _tables(conn):
