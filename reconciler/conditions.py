@@ -13,11 +13,11 @@ class RepeatedCondition:
         self._log = logger
         self._current: str | None = None
 
-    def report(self, message: str, *, traceback: bool = False) -> None:
-        """Log ``message`` unless it is what was logged last."""
+    def report(self, message: str, *, traceback: bool = False, level: int = logging.ERROR) -> None:
+        """Log ``message`` (at ``level``) unless it is what was logged last."""
         if message != self._current:
             self._current = message
-            self._log.error("%s", message, exc_info=traceback)
+            self._log.log(level, "%s", message, exc_info=traceback)
 
     def clear(self, message: str) -> None:
         """The condition ended: say so once."""

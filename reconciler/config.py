@@ -154,6 +154,15 @@ class MosaicSettings:
 
 
 @dataclass(frozen=True)
+class VerificationSettings:
+    """Every published product's files are read and checked against their recorded SHA-256
+    once per ``interval_hours`` (0: never), at most ``max_per_pass`` products per pass."""
+
+    interval_hours: float = 24.0
+    max_per_pass: int = 20
+
+
+@dataclass(frozen=True)
 class ActionSettings:
     """``timeout_seconds`` bounds one child process running one action; ``registry`` names
     the ``"module:function"`` that returns the action handlers (the product's by default)."""
@@ -185,6 +194,7 @@ class Settings:
     site: Site = field(default_factory=Site)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: str = "built-in defaults"
@@ -332,6 +342,7 @@ def _validate(s: Settings, label: str) -> None:
         "tiling.max_new_per_pass": s.tiling.max_new_per_pass,
         "tiling.max_in_flight": s.tiling.max_in_flight,
         "tiling.late_lookback_hours": s.tiling.late_lookback_hours,
+        "verification.max_per_pass": s.verification.max_per_pass,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):
@@ -342,6 +353,7 @@ def _validate(s: Settings, label: str) -> None:
         "windows.arrival_grace_minutes": s.windows.arrival_grace_minutes,
         "discovery.grace_minutes": s.discovery.grace_minutes,
         "imaging.threshold_jy": s.imaging.threshold_jy,
+        "verification.interval_hours": s.verification.interval_hours,
     }
     for key, value in not_negative.items():
         if not (math.isfinite(value) and value >= 0):

@@ -128,7 +128,9 @@ class _SkippedRuns(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "maximum number of running instances reached" not in record.getMessage():
             return True
-        self._condition.report("a pass is still running: scheduled passes wait for it")
+        self._condition.report(
+            "a pass is still running: scheduled passes wait for it", level=logging.INFO
+        )
         return False
 
 

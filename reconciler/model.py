@@ -70,6 +70,12 @@ class Phase(enum.StrEnum):
         """True when no further pass will change the phase without a person acting."""
         return self in {Phase.PUBLISHED, Phase.CANCELLED, Phase.INVALID}
 
+    @property
+    def parks(self) -> bool:
+        """True when the group can make no progress by itself: passes stop observing it
+        until a retry or new data in its window wakes it."""
+        return self in {Phase.FAILED, Phase.INSUFFICIENT}
+
 
 class Origin(enum.StrEnum):
     """How a desired mosaic came to exist."""

@@ -40,7 +40,7 @@ from reconciler.db.artifacts import solutions_valid_during
 from reconciler.db.calibrators import all_calibrators
 from reconciler.db.engine import reading
 from reconciler.db.models import (
-    ACTIVE_GROUPS,
+    OBSERVED_GROUPS,
     Action,
     CalibratedMS,
     Image,
@@ -86,6 +86,7 @@ class ObservedGroup:
     stored_reason: str | None
     stored_next_action: str | None
     stored_dec_deg: float | None
+    stored_parked: bool
     member_ids: tuple[int, ...]
     recorded_member_ids: frozenset[int]
 
@@ -149,7 +150,8 @@ def observe(
     group_ids: Iterable[int] | None = None,
     transits: TransitFinder | None = None,
 ) -> Snapshot:
-    """Read the observed state of the active groups (or of ``group_ids``, final or not)."""
+    """Read the observed state of the groups a pass works on (active, not parked), or of
+    ``group_ids`` whatever their phase."""
     with reading(engine) as conn:
         return observe_in(conn, registry, settings, now=now, group_ids=group_ids, transits=transits)
 
@@ -167,7 +169,7 @@ def observe_in(
     products = _Confined(registry, (settings.paths.work, settings.paths.products))
     stmt = select(MosaicGroup).order_by(MosaicGroup.window_start, MosaicGroup.id)
     if group_ids is None:
-        stmt = stmt.where(ACTIVE_GROUPS)
+        stmt = stmt.where(OBSERVED_GROUPS)
     else:
         stmt = stmt.where(MosaicGroup.id.in_(list(group_ids)))
     groups = list(conn.execute(stmt))
@@ -211,6 +213,7 @@ def observe_in(
                 stored_reason=row.status_reason,
                 stored_next_action=row.next_action,
                 stored_dec_deg=row.dec_deg,
+                stored_parked=row.parked,
                 member_ids=tuple(m.id for m in group_members),
                 recorded_member_ids=recorded.get(row.id, frozenset()),
             )

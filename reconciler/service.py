@@ -38,6 +38,7 @@ from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
 from reconciler.observe import ObservedGroup, Snapshot, observe
 from reconciler.sky import TransitFinder, transit_finder
+from reconciler.verify import VerifyReport, verify_published
 
 log = logging.getLogger("reconciler")
 
@@ -68,6 +69,7 @@ class PassReport:
     reclaimed: int = 0
     discovery: DiscoveryReport | None = None
     wanting: WantReport | None = None
+    verification: VerifyReport | None = None
     actions: list[ActionReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -152,7 +154,11 @@ class Reconciler:
             self._remove_leftovers()
         if self.discover_files:
             report.discovery = self.discover()
+            self._wake_for_new_data(report.discovery)
         report.wanting = self.want()
+        report.verification = verify_published(
+            self.engine, self.settings, now=self.clock(), actor=self.owner
+        )
         workers = self.settings.passes.workers
         if workers == 1:
             self._work(stop, budget, report)
@@ -205,6 +211,20 @@ class Reconciler:
         for path, error in found.errors.items():
             log.warning("raw file %s skipped: %s", path, error)
         return found
+
+    def _wake_for_new_data(self, found: DiscoveryReport) -> None:
+        """Parked groups whose window got new or changed observations are observed again:
+        the data may be what they lacked."""
+        keys = found.observations_created + found.observations_updated
+        if not keys:
+            return
+        with writing(self.engine) as conn:
+            around = queries.groups_around(
+                conn, keys, max_window=self.settings.decide_policy.max_window
+            )
+            woken = queries.wake(conn, around)
+        if woken:
+            log.info("new data in the windows of parked group(s) %s: looking again", woken)
 
     def want(self) -> WantReport:
         """Desired state the service derives itself: calibrator-only rows get their window,
@@ -346,11 +366,12 @@ class _Budget:
 
 
 def _status_changed(group: ObservedGroup, decision: GroupDecision) -> bool:
-    return (group.stored_phase, group.stored_reason, group.stored_next_action) != (
-        str(decision.phase),
-        decision.reason,
-        decision.next_action,
-    )
+    return (
+        group.stored_phase,
+        group.stored_reason,
+        group.stored_next_action,
+        group.stored_parked,
+    ) != (str(decision.phase), decision.reason, decision.next_action, decision.phase.parks)
 
 
 def _members_of(group: ObservedGroup, decision: GroupDecision) -> tuple[int, ...]:
@@ -380,6 +401,7 @@ def _write_status(
         "status_reason": decision.reason,
         "next_action": decision.next_action,
         "status_updated_at": now,
+        "parked": decision.phase.parks,
     }
     if decision.phase is Phase.PUBLISHED:
         values["published_path"] = group.observed.published_path

@@ -30,6 +30,7 @@ STATUS_COLUMNS = (
     "reason",
     "last_error",
     "published_path",
+    "product_problem",
 )
 
 

@@ -24,6 +24,7 @@ from reconciler.db import artifacts
 from reconciler.db.models import BandpassCalibrator, CalibrationSolution, Observation
 from reconciler.engine.registry import ActionHandler, ActionRegistry
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.checksum import sha256
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import parse_target
 
@@ -114,7 +115,7 @@ def record(
             artifacts.stage_mosaic(conn, group_id, generation, stage_path=path)
         else:
             artifacts.mark_published(
-                conn, group_id, generation, published_path=path, checksum="0" * 64, at=now
+                conn, group_id, generation, published_path=path, checksum=sha256(Path(path)), at=now
             )
         return
     obs = conn.execute(select(Observation).where(Observation.key == name)).one()

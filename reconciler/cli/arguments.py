@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = add("plan", "what the next pass would do and why; changes nothing")
     plan.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (
-        ("retry", "give a failed group's actions a fresh set of attempts"),
+        ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),
         ("resume", "let a paused group continue"),
         ("cancel", "give up on a group for good"),

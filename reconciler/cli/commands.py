@@ -241,7 +241,9 @@ def _group_command(args: argparse.Namespace, settings: Settings) -> int:
     group_id = args.group
     if args.command == "retry":
         snapshot = Reconciler(engine, settings, load_registry(settings)).snapshot([group_id])
-        count = commands.retry(engine, snapshot, group_id)
+        count = commands.retry(
+            engine, snapshot, group_id, max_window=settings.decide_policy.max_window
+        )
         print(f"group {group_id}: {count} failed action(s) will be tried again")
     elif args.command in {"pause", "resume"}:
         count = commands.set_paused(engine, group_id, args.command == "pause")

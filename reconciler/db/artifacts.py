@@ -167,9 +167,11 @@ def mark_published(
     *,
     published_path: str,
     checksum: str,
+    companions: str | None = None,
     at: datetime,
 ) -> None:
-    """Mark a staged mosaic published at ``published_path``.
+    """Mark a staged mosaic published at ``published_path``; its files (``companions``: the
+    JSON map of the files beside it to their checksums) are as verified at ``at``.
 
     Raises
     ------
@@ -184,7 +186,13 @@ def mark_published(
             RegistryEntry.generation == generation,
         )
         .values(
-            status="published", published_path=published_path, checksum=checksum, published_at=at
+            status="published",
+            published_path=published_path,
+            checksum=checksum,
+            companions=companions,
+            published_at=at,
+            verified_at=at,
+            problem=None,
         )
     )
     if result.rowcount != 1:

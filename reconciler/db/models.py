@@ -179,6 +179,15 @@ _FINAL_PHASES = "phase NOT IN ('published', 'cancelled', 'invalid')"
 #: Active groups, written exactly as the index predicate (qualified) so PostgreSQL uses it.
 ACTIVE_GROUPS = text(f"mosaic_groups.{_FINAL_PHASES}")
 
+#: The groups a pass observes: active and not parked. A group is parked while it can make
+#: no progress by itself (failed, insufficient, paused) and woken by what may change that
+#: (a retry, a resume, new or changed data in its window). The predicate of the partial
+#: index ``ix_mosaic_groups_observed``.
+_OBSERVED = f"{_FINAL_PHASES} AND NOT parked"
+
+#: Observed groups, written exactly as the index predicate (qualified).
+OBSERVED_GROUPS = text(f"mosaic_groups.{_FINAL_PHASES} AND NOT mosaic_groups.parked")
+
 
 class MosaicGroup(Base):
     """A desired mosaic. A plain ``INSERT`` naming only the window is a complete request."""
@@ -193,6 +202,12 @@ class MosaicGroup(Base):
             "window_start",
             postgresql_where=text(_FINAL_PHASES),
             sqlite_where=text(_FINAL_PHASES),
+        ),
+        Index(
+            "ix_mosaic_groups_observed",
+            "window_start",
+            postgresql_where=text(_OBSERVED),
+            sqlite_where=text(_OBSERVED),
         ),
     )
 
@@ -213,6 +228,7 @@ class MosaicGroup(Base):
     next_action: Mapped[str | None] = mapped_column(Text)
     published_path: Mapped[str | None] = mapped_column(Text)
     status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    parked: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class MosaicGroupMember(Base):
@@ -293,9 +309,15 @@ class RegistryEntry(Base):
     stage_path: Mapped[str] = mapped_column(Text)
     published_path: Mapped[str | None] = mapped_column(Text, unique=True)
     checksum: Mapped[str | None] = mapped_column(String(64))
+    #: The published companion files (weight map, preview) and their SHA-256, as JSON.
+    companions: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), server_default="staging")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the published files were last found to hold their checksums (or not).
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: What is wrong with the published files, as last verified (NULL: nothing).
+    problem: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(Base):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from reconciler.db.models import Action, Event, MosaicGroup
+from reconciler.db.models import Action, Event, MosaicGroup, MosaicGroupMember, Observation
 from reconciler.model import ActionKey, ActionKind, ActionSpec, ActionState, ClaimedAction
 from reconciler.retry import GiveUp, RetryLater
 
@@ -370,3 +370,49 @@ def reset_failed(conn: Connection, targets: Iterable[str]) -> int:
         )
     )
     return result.rowcount
+
+
+def wake(conn: Connection, group_ids: Iterable[int]) -> list[int]:
+    """Unpark these groups, so the next pass observes them again; returns those woken."""
+    ids = sorted(set(group_ids))
+    if not ids:
+        return []
+    woken = conn.execute(
+        select(MosaicGroup.id).where(MosaicGroup.id.in_(ids), MosaicGroup.parked.is_(True))
+    ).scalars()
+    woken = sorted(woken)
+    if woken:
+        conn.execute(update(MosaicGroup).where(MosaicGroup.id.in_(woken)).values(parked=False))
+    return woken
+
+
+def groups_around(
+    conn: Connection, observation_keys: Iterable[str], *, max_window: timedelta
+) -> list[int]:
+    """Parked groups that hold one of these observations as a member or whose window holds
+    its start: what new data, or a retry of an action on it, may set going again. Each
+    observation is looked up by the indexed window start, so the cost follows the keys."""
+    keys = sorted(set(observation_keys))
+    if not keys:
+        return []
+    found = set(
+        conn.execute(
+            select(MosaicGroupMember.group_id)
+            .join(Observation, Observation.id == MosaicGroupMember.observation_id)
+            .join(MosaicGroup, MosaicGroup.id == MosaicGroupMember.group_id)
+            .where(Observation.key.in_(keys), MosaicGroup.parked.is_(True))
+        ).scalars()
+    )
+    starts = conn.execute(select(Observation.start_time).where(Observation.key.in_(keys)))
+    for start in starts.scalars():
+        found.update(
+            conn.execute(
+                select(MosaicGroup.id).where(
+                    MosaicGroup.window_start <= start,
+                    MosaicGroup.window_start > start - max_window,
+                    MosaicGroup.window_end > start,
+                    MosaicGroup.parked.is_(True),
+                )
+            ).scalars()
+        )
+    return sorted(found)

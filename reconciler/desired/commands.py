@@ -6,7 +6,7 @@ the rest on its next pass.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, update
 
@@ -43,7 +43,11 @@ def cancel(engine: Engine, group_id: int, *, actor: str = "cli") -> int:
     now = datetime.now(UTC)
     with writing(engine) as conn:
         _require_group(conn, group_id)
-        conn.execute(update(MosaicGroup).where(MosaicGroup.id == group_id).values(cancelled=True))
+        conn.execute(
+            update(MosaicGroup)
+            .where(MosaicGroup.id == group_id)
+            .values(cancelled=True, parked=False)
+        )
         cancelled = queries.cancel_pending(conn, group_id, now=now)
         queries.record_event(
             conn, "cancelled", "group cancelled", at=now, group_id=group_id, actor=actor
@@ -51,27 +55,40 @@ def cancel(engine: Engine, group_id: int, *, actor: str = "cli") -> int:
     return cancelled
 
 
-def retry(engine: Engine, snapshot: Snapshot, group_id: int, *, actor: str = "cli") -> int:
+def retry(
+    engine: Engine,
+    snapshot: Snapshot,
+    group_id: int,
+    *,
+    max_window: timedelta,
+    actor: str = "cli",
+) -> int:
     """Give the failed actions of a group a fresh set of attempts. Returns how many.
 
     ``snapshot`` must hold the group (observe it by id), so the member and calibration
-    targets are known.
+    targets are known. The group is woken (passes observe it again), and so is every
+    parked group that holds one of its observations: they may have waited on the same
+    failed action.
     """
     now = datetime.now(UTC)
     found = [g for g in snapshot.groups if g.observed.group.id == group_id]
     if not found:
         raise NotFoundError(f"no mosaic group with id {group_id}")
     observed = found[0].observed
-    targets = [group_target(group_id)]
-    targets += [observation_target(m.key) for m in observed.members]
+    keys = [m.key for m in observed.members]
     if observed.calibration.solve_target is not None:
-        targets.append(observation_target(observed.calibration.solve_target))
+        keys.append(observed.calibration.solve_target)
+    targets = [group_target(group_id)] + [observation_target(key) for key in keys]
     with writing(engine) as conn:
         reset = queries.reset_failed(conn, targets)
+        around = queries.groups_around(conn, keys, max_window=max_window)
+        woken = queries.wake(conn, [group_id, *around])
+        others = [g for g in woken if g != group_id]
+        also = f"; group(s) {', '.join(map(str, others))} woken too" if others else ""
         queries.record_event(
             conn,
             "retry",
-            f"retry requested: {reset} failed action(s) reset",
+            f"retry requested: {reset} failed action(s) reset{also}",
             at=now,
             group_id=group_id,
             actor=actor,

@@ -10,7 +10,7 @@ taken by a different product gets the next version suffix.
 from __future__ import annotations
 
 import errno
-import hashlib
+import json
 import os
 import shutil
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from reconciler.db import artifacts
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.io.checksum import sha256
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import attempt_path, parse_target, window_label
@@ -129,7 +130,10 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         if exc.errno == errno.ENOSPC:
             raise TemporaryError(f"no space left to publish into {products}: {exc}") from exc
         raise
-    return {"published_path": str(final), "checksum": files[staged]}
+    companions = {
+        str(target): files[source] for source, target in targets.items() if source != staged
+    }
+    return {"published_path": str(final), "checksum": files[staged], "companions": companions}
 
 
 def _companions(staged: Path) -> list[Path]:
@@ -161,15 +165,6 @@ def _place(source: Path, final: Path, attempt: str) -> bool:
     return True
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record(
     conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
 ) -> None:
@@ -180,6 +175,7 @@ def record(
         payload["generation"],
         published_path=result["published_path"],
         checksum=result["checksum"],
+        companions=json.dumps(result.get("companions", {}), sort_keys=True),
         at=datetime.now(UTC),
     )
 

@@ -172,7 +172,8 @@ def test_retry_command_gives_failed_actions_new_attempts(engine, settings):
     service.run_pass()
     assert phases(engine) == {group: "failed"}
 
-    assert retry(engine, service.snapshot([group]), group) == 1
+    max_window = settings.decide_policy.max_window
+    assert retry(engine, service.snapshot([group]), group, max_window=max_window) == 1
     # attempts restart at zero, so fail_times=1 fails once more: give it a clean behaviour
     behaviour.write_text("{}")
     service.run_pass()

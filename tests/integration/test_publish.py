@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import TemporaryError
-from reconciler.steps.publish import run, sha256
+from reconciler.io.checksum import sha256
+from reconciler.steps.publish import run
 
 
 def stage(tmp_path: Path, content: bytes, name: str = "mosaic.fits") -> Path:
@@ -41,7 +42,16 @@ def test_publishing_copies_with_checksum_and_is_idempotent(tmp_path):
     again = run(payload(staged, products))
 
     final = products / "dsa110_mosaic_test.fits"
-    assert first == again == {"published_path": str(final), "checksum": sha256(staged)}
+    png = products / "dsa110_mosaic_test.png"
+    assert (
+        first
+        == again
+        == {
+            "published_path": str(final),
+            "checksum": sha256(staged),
+            "companions": {str(png): sha256(png)},
+        }
+    )
     assert final.read_bytes() == staged.read_bytes()
     assert (products / "dsa110_mosaic_test.png").is_file()
     assert sorted(p.name for p in products.iterdir()) == [

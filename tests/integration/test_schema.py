@@ -53,6 +53,14 @@ def test_migrations_upgrade_downgrade_and_match_the_models(empty_db_url):
     with reading(engine) as conn:
         for view in ("mosaic_status", "coverage_gaps", "pipeline_throughput"):
             conn.execute(text(f"SELECT * FROM {view}")).all()
+    # Down one revision and up again: the checks on plain-SQL windows survive both ways.
+    downgrade(engine, "0002")
+    upgrade(engine)
+    check_models(engine)
+    with pytest.raises(DBAPIError), writing(engine) as conn:
+        conn.execute(
+            text("INSERT INTO mosaic_groups (window_start, window_end) VALUES ('soon', 'later')")
+        )
     engine.dispose()
 
 
