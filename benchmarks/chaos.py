@@ -215,12 +215,13 @@ def run(scene: Scene, args: argparse.Namespace, rng: random.Random, chaos: bool)
             restarts += 1
         running = [k for k in scene.running_kinds(victim) if kills[k] < quota]
         if not running or kills.total() >= args.kills:
-            time.sleep(0.2)
+            time.sleep(0.05)
             continue
         # The kind killed least so far, of those running now: every kind gets its turns,
-        # the ones that run once (solve, mosaic, publish) whenever they run.
+        # the ones that run once (solve, mosaic, publish) whenever they run. A publish
+        # lasts about a second, so its kills come sooner into it.
         kind = min(sorted(running), key=lambda k: kills[k])
-        time.sleep(rng.uniform(0.0, 1.0 if kind == "publish" else 2.0))
+        time.sleep(rng.uniform(0.0, 0.3 if kind == "publish" else 2.0))
         if kind not in scene.running_kinds(victim):
             continue  # it ended meanwhile: this kill would not land in it
         victim.send_signal(signal.SIGKILL)
