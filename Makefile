@@ -6,9 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test quick-test lint check-migrations bench clean
+.PHONY: setup system-packages demo test quick-test lint check-migrations bench clean
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# Debian packages the Python packages do not bring (wsclean); apt-get when missing.
+system-packages:
+	scripts/system-packages.sh
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: setup
 	$(BIN)/reconciler demo
 
 lint: $(STAMP)
@@ -32,15 +36,15 @@ check-migrations: $(STAMP)
 # Tests keep their files under build/pytest, apart from any other pytest run's /tmp/pytest-of-*.
 PYTEST := $(BIN)/python -m pytest --basetemp=build/pytest
 
-test: $(STAMP) lint check-migrations
+test: setup lint check-migrations
 	scripts/ensure-postgres.sh
 	$(PYTEST)
 
-quick-test: $(STAMP)
+quick-test: setup
 	scripts/ensure-postgres.sh
 	$(PYTEST) -m "not e2e" -x -q
 
-bench: $(STAMP)
+bench: setup
 	scripts/ensure-postgres.sh
 	$(BIN)/python benchmarks/plan_scale.py
 

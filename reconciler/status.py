@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, func, select, text
 
-from reconciler.db.models import Event
+from reconciler.db.models import Event, Image
 from reconciler.db.types import UTCDateTime
 from reconciler.model import Plan
 from reconciler.observe import Snapshot
@@ -42,6 +42,12 @@ def status_rows(conn: Connection, *, include_final: bool = True) -> list[dict[st
         "ORDER BY window_start, group_id"
     ).columns(window_start=UTCDateTime(), window_end=UTCDateTime())
     return [dict(row._mapping) for row in conn.execute(sql)]
+
+
+def images_by_backend(conn: Connection) -> dict[str, int]:
+    """How many image tiles each imager made (``unknown``: recorded before it was kept)."""
+    rows = conn.execute(select(Image.backend, func.count()).group_by(Image.backend))
+    return {backend or "unknown": count for backend, count in sorted(rows, key=str)}
 
 
 def event_rows(

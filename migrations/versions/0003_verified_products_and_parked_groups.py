@@ -1,10 +1,11 @@
-"""Published products are verified; groups that can make no progress are parked.
+"""Published products are verified; groups that can make no progress are parked; each
+image names the imager that made it.
 
 ``data_registry`` gains ``verified_at`` (indexed: the next products to verify are found
 without reading the rest), ``problem`` (what the last verification found wrong) and
 ``companions`` (the published weight map and preview, with their checksums).
 ``mosaic_groups`` gains ``parked`` and the partial index of the groups a pass observes.
-The ``mosaic_status`` view gains ``product_problem``.
+``images`` gains ``backend``. The ``mosaic_status`` view gains ``product_problem``.
 
 Revision ID: 0003
 Revises: 0002
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("verified_at", reconciler.db.types.UTCDateTime(), nullable=True),
     )
     op.add_column("data_registry", sa.Column("problem", sa.Text(), nullable=True))
+    op.add_column("images", sa.Column("backend", sa.String(length=16), nullable=True))
     op.create_index("ix_data_registry_verified_at", "data_registry", ["verified_at"])
     op.execute("UPDATE data_registry SET verified_at = published_at")
     op.add_column(
@@ -77,6 +79,8 @@ def downgrade() -> None:
     with op.batch_alter_table("mosaic_groups", schema=None) as batch_op:
         batch_op.drop_column("parked")
     _schema_0001._create_sqlite_triggers()
+    with op.batch_alter_table("images", schema=None) as batch_op:
+        batch_op.drop_column("backend")
     op.drop_index("ix_data_registry_verified_at", table_name="data_registry")
     with op.batch_alter_table("data_registry", schema=None) as batch_op:
         batch_op.drop_column("problem")

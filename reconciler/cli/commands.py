@@ -33,6 +33,7 @@ from reconciler.sky import transit_finder
 from reconciler.status import (
     STATUS_COLUMNS,
     event_rows,
+    images_by_backend,
     jsonable,
     plan_rows,
     render_table,
@@ -204,7 +205,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     require_head(engine)
     with reading(engine) as conn:
         rows = status_rows(conn, include_final=not args.active)
-    _print(rows, args.json, lambda: render_table(rows, STATUS_COLUMNS))
+        made = images_by_backend(conn)
+
+    def table() -> str:
+        tiles = ", ".join(f"{backend} {count}" for backend, count in made.items()) or "none yet"
+        imager = f"imaging backend: {settings.imaging.backend} (tiles made by: {tiles})"
+        return f"{imager}\n{render_table(rows, STATUS_COLUMNS)}"
+
+    _print(rows, args.json, table)
     return 0
 
 

@@ -134,8 +134,9 @@ def record_image(
     beam_minor_arcsec: float | None = None,
     beam_pa_deg: float | None = None,
     rms_jy: float | None = None,
+    backend: str | None = None,
 ) -> None:
-    """Record (or replace) the image tile of observation ``key``."""
+    """Record (or replace) the image tile of observation ``key``, made by ``backend``."""
     values = {
         "observation_id": observation_id(conn, key),
         "path": path,
@@ -144,6 +145,7 @@ def record_image(
         "beam_minor_arcsec": beam_minor_arcsec,
         "beam_pa_deg": beam_pa_deg,
         "rms_jy": rms_jy,
+        "backend": backend,
     }
     _upsert(conn, Image, values, ["observation_id"])
 

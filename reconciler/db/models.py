@@ -169,6 +169,8 @@ class Image(Base):
     beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
     beam_pa_deg: Mapped[float | None] = mapped_column(Float)
     rms_jy: Mapped[float | None] = mapped_column(Float)
+    #: The imager that made it: ``tclean`` or ``wsclean`` (``imaging.backend`` then).
+    backend: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
 
 

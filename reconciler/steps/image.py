@@ -88,7 +88,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
 def record(
     conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    """Record the tile (the restored image; its beam beside it), beam and rms."""
+    """Record the tile (the restored image; its beam beside it), beam, rms and imager."""
     artifacts.record_image(
         conn,
         payload["key"],
@@ -98,6 +98,7 @@ def record(
         beam_minor_arcsec=result["beam_minor_arcsec"],
         beam_pa_deg=result["beam_pa_deg"],
         rms_jy=result["rms_jy"],
+        backend=payload["backend"],
     )
 
 
