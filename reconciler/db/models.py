@@ -182,9 +182,9 @@ _FINAL_PHASES = "phase NOT IN ('published', 'cancelled', 'invalid')"
 ACTIVE_GROUPS = text(f"mosaic_groups.{_FINAL_PHASES}")
 
 #: The groups a pass observes: active and not parked. A group is parked while it can make
-#: no progress by itself (failed, insufficient, paused) and woken by what may change that
-#: (a retry, a resume, new or changed data in its window). The predicate of the partial
-#: index ``ix_mosaic_groups_observed``.
+#: no progress by itself (failed, insufficient) and woken by what may change that (a retry,
+#: new or changed data in its window, a cancel). The predicate of the partial index
+#: ``ix_mosaic_groups_observed``.
 _OBSERVED = f"{_FINAL_PHASES} AND NOT parked"
 
 #: Observed groups, written exactly as the index predicate (qualified).
