@@ -525,6 +525,9 @@ def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Tab
                     "published" if published else "staging",
                     g.end + timedelta(minutes=50),
                     done_at if published else None,
+                    # Verified lately (none due in the measured passes); staged copy gone.
+                    now if published else None,
+                    done_at if published else None,
                 )
             )
     return (
@@ -541,7 +544,8 @@ def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Tab
             "data_registry",
             _names(
                 "kind group_id generation stage_path "
-                "published_path checksum status created_at published_at"
+                "published_path checksum status created_at published_at "
+                "verified_at stage_removed_at"
             ),
             registry,
         ),

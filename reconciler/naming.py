@@ -95,6 +95,16 @@ def staging_dir(work: Path, group_id: int, generation: int) -> Path:
     return work / "staging" / f"group{group_id:06d}_g{generation}"
 
 
+#: Files made and published beside a mosaic FITS (same stem, these suffixes).
+COMPANION_SUFFIXES = (".weight.fits", ".png")
+
+
+def companion_paths(mosaic: Path) -> list[Path]:
+    """The weight map and preview beside a mosaic FITS file."""
+    stem = mosaic.name.removesuffix(".fits")
+    return [mosaic.with_name(stem + suffix) for suffix in COMPANION_SUFFIXES]
+
+
 #: A name one attempt writes before renaming it into place: ``.<final>.attempt-<token>``.
 _ATTEMPT_NAME = re.compile(r"^\.(?P<final>.+)\.attempt-(?P<attempt>[0-9a-f]{32})$")
 

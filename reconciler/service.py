@@ -37,6 +37,7 @@ from reconciler.errors import describe
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
 from reconciler.observe import ObservedGroup, Snapshot, observe
+from reconciler.retention import remove_published_staging
 from reconciler.sky import TransitFinder, transit_finder
 from reconciler.verify import VerifyReport, verify_published
 
@@ -70,6 +71,7 @@ class PassReport:
     discovery: DiscoveryReport | None = None
     wanting: WantReport | None = None
     verification: VerifyReport | None = None
+    staging_removed: int = 0
     actions: list[ActionReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -158,6 +160,9 @@ class Reconciler:
         report.wanting = self.want()
         report.verification = verify_published(
             self.engine, self.settings, now=self.clock(), actor=self.owner
+        )
+        report.staging_removed = remove_published_staging(
+            self.engine, self.settings, now=self.clock()
         )
         workers = self.settings.passes.workers
         if workers == 1:

@@ -3,7 +3,8 @@ image names the imager that made it.
 
 ``data_registry`` gains ``verified_at`` (indexed: the next products to verify are found
 without reading the rest), ``problem`` (what the last verification found wrong) and
-``companions`` (the published weight map and preview, with their checksums).
+``companions`` (the published weight map and preview, with their checksums) and
+``stage_removed_at`` (the staged copy under work/ is removed once published).
 ``mosaic_groups`` gains ``parked`` and the partial index of the groups a pass observes.
 ``images`` gains ``backend``. The ``mosaic_status`` view gains ``product_problem``.
 
@@ -27,6 +28,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _OBSERVED = "phase NOT IN ('published', 'cancelled', 'invalid') AND NOT parked"
+_STAGED_LEFT = "status = 'published' AND stage_removed_at IS NULL"
 
 _spec = importlib.util.spec_from_file_location(
     "_schema_0001", Path(__file__).with_name("0001_initial_schema.py")
@@ -55,6 +57,17 @@ def upgrade() -> None:
     )
     op.add_column("data_registry", sa.Column("problem", sa.Text(), nullable=True))
     op.add_column("images", sa.Column("backend", sa.String(length=16), nullable=True))
+    op.add_column(
+        "data_registry",
+        sa.Column("stage_removed_at", reconciler.db.types.UTCDateTime(), nullable=True),
+    )
+    op.create_index(
+        "ix_data_registry_staged",
+        "data_registry",
+        ["id"],
+        postgresql_where=sa.text(_STAGED_LEFT),
+        sqlite_where=sa.text(_STAGED_LEFT),
+    )
     op.create_index("ix_data_registry_verified_at", "data_registry", ["verified_at"])
     op.execute("UPDATE data_registry SET verified_at = published_at")
     op.add_column(
@@ -81,8 +94,10 @@ def downgrade() -> None:
     _schema_0001._create_sqlite_triggers()
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.drop_column("backend")
+    op.drop_index("ix_data_registry_staged", table_name="data_registry")
     op.drop_index("ix_data_registry_verified_at", table_name="data_registry")
     with op.batch_alter_table("data_registry", schema=None) as batch_op:
+        batch_op.drop_column("stage_removed_at")
         batch_op.drop_column("problem")
         batch_op.drop_column("verified_at")
         batch_op.drop_column("companions")

@@ -296,11 +296,24 @@ class Action(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+#: Published, with its staged copy in work/ not removed yet.
+_STAGED_LEFT = "status = 'published' AND stage_removed_at IS NULL"
+
+
 class RegistryEntry(Base):
     """A product: staged, then published under ``published_path`` (never overwritten)."""
 
     __tablename__ = "data_registry"
-    __table_args__ = (UniqueConstraint("kind", "group_id", "generation"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "group_id", "generation"),
+        # The published products whose staged copy is still to be removed: few at a time.
+        Index(
+            "ix_data_registry_staged",
+            "id",
+            postgresql_where=text(_STAGED_LEFT),
+            sqlite_where=text(_STAGED_LEFT),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -320,6 +333,8 @@ class RegistryEntry(Base):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     #: What is wrong with the published files, as last verified (NULL: nothing).
     problem: Mapped[str | None] = mapped_column(Text)
+    #: When the staged copy under work/ was removed, once published.
+    stage_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Event(Base):

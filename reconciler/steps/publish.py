@@ -27,12 +27,9 @@ from reconciler.errors import PermanentError, TemporaryError
 from reconciler.io.checksum import sha256
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
-from reconciler.naming import attempt_path, parse_target, window_label
+from reconciler.naming import attempt_path, companion_paths, parse_target, window_label
 
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-#: Staged files published beside the mosaic FITS (same stem, these suffixes).
-COMPANIONS = (".weight.fits", ".png")
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
@@ -97,7 +94,9 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         # The mosaic and its companions are one product: a name is free only when every
         # file of it is free or already holds these very bytes.
         files = {staged: sha256(staged)} | {
-            companion: sha256(companion) for companion in _companions(staged) if companion.is_file()
+            companion: sha256(companion)
+            for companion in companion_paths(staged)
+            if companion.is_file()
         }
         version = 1
         while True:
@@ -134,10 +133,6 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         str(target): files[source] for source, target in targets.items() if source != staged
     }
     return {"published_path": str(final), "checksum": files[staged], "companions": companions}
-
-
-def _companions(staged: Path) -> list[Path]:
-    return [staged.with_name(staged.name.removesuffix(".fits") + ext) for ext in COMPANIONS]
 
 
 def _renamed(source: Path, staged: Path, final: Path) -> Path:

@@ -136,3 +136,33 @@ def test_companions_are_verified_and_nothing_outside_the_root_is_read(tmp_path):
     outside.chmod(0)  # were it read, this would be "could not be read"
     found = product_problem(files, products)
     assert f"{outside} is outside the products root {products}; not read" in found
+
+
+def test_the_staged_copy_is_removed_once_published_and_the_product_stays(engine, settings):
+    path, service = published(engine, settings)
+    with reading(engine) as conn:
+        staged = Path(conn.execute(select(RegistryEntry.stage_path)).scalar_one())
+    assert staged.is_file(), "published in the pass's work loop: removed by the next pass"
+    product = sha256(path)
+
+    report = service.run_pass()
+
+    assert report.staging_removed == 1
+    assert not staged.exists() and not staged.parent.exists()
+    assert sha256(path) == product
+    with reading(engine) as conn:
+        removed_at = conn.execute(select(RegistryEntry.stage_removed_at)).scalar_one()
+    assert removed_at == service.clock.now
+    assert service.run_pass().staging_removed == 0, "each product's copy is removed once"
+
+
+def test_a_staged_copy_outside_the_work_root_is_never_removed(engine, settings, tmp_path):
+    _, service = published(engine, settings)
+    outside = tmp_path / "outside" / "mosaic.fits"
+    outside.parent.mkdir()
+    outside.write_bytes(b"not ours")
+    with writing(engine) as conn:
+        conn.execute(update(RegistryEntry).values(stage_path=str(outside)))
+
+    assert service.run_pass().staging_removed == 1
+    assert outside.read_bytes() == b"not ours"
