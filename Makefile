@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: setup
+demo: $(STAMP)
 	$(BIN)/reconciler demo
 
 lint: $(STAMP)
