@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -29,6 +30,21 @@ BACKENDS = ("sqlite", "postgresql")
 
 def _pg_admin() -> psycopg.Connection:
     return psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), autocommit=True, connect_timeout=5)
+
+
+def unavailable(message: str) -> NoReturn:
+    """A part the test needs is missing: a failure under CI (where the setup provides
+    every part), a skip on a developer's machine."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _reachable_pg_admin() -> psycopg.Connection:
+    try:
+        return _pg_admin()
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}")
 
 
 def _pg_url(database: str) -> str:
@@ -47,13 +63,7 @@ def world_scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated template database, created once per test session."""
-    try:
-        admin = _pg_admin()
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    admin = _reachable_pg_admin()
     name = f"reconciler_tmpl_{os.getpid()}"
     with admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -108,12 +118,7 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
         return
-    try:
-        admin = _pg_admin()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    admin = _reachable_pg_admin()
     name = f"reconciler_empty_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -126,12 +131,7 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def pg_admin() -> Iterator[tuple[psycopg.Connection, Callable[[str], str]]]:
     """A superuser connection to the shared PostgreSQL and the URL maker for its databases;
     for the tests that only PostgreSQL has a subject for (roles and ownership)."""
-    try:
-        admin = _pg_admin()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    admin = _reachable_pg_admin()
     with admin:
         yield admin, _pg_url
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -22,6 +21,7 @@ from reconciler.db.engine import make_engine, reading
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action, MosaicGroup
 from reconciler.desired.explicit import request_window
+from tests.conftest import unavailable
 from tests.integration.test_workers import service_config, start_worker, wait_for
 from tests.world import OBSERVATION, T0, add_observations, add_solution
 
@@ -32,9 +32,7 @@ pytestmark = pytest.mark.postgres
 def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
     bin_dir = postgres_bin()
     if bin_dir is None:
-        if os.environ.get("CI"):
-            pytest.fail("no PostgreSQL binaries under /usr/lib/postgresql")
-        pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql")
+        unavailable("no PostgreSQL binaries under /usr/lib/postgresql")
     cluster = PrivatePostgres.create(bin_dir, tmp_path / "pgdata")
     cluster.start()
     yield cluster
