@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from reconciler.errors import ConfigError
-from reconciler.model import DecidePolicy, RetryPolicy, Site
+from reconciler.model import DecidePolicy, RetryPolicy, ScanPolicy, Site
 
 DEFAULT_CONFIG = Path("config") / "reconciler.toml"
 #: The configuration directory shipped with the code.
@@ -75,6 +75,27 @@ class DiscoverySettings:
     expected_subbands: int = 16
     min_subbands: int = 16
     grace_minutes: float = 10.0
+    #: Directories whose contents changed within this many hours are looked at every pass.
+    recent_hours: float = 24.0
+    #: Every directory's mtime is looked at this often (a late file in an old directory).
+    sweep_minutes: float = 10.0
+    #: Every file is compared with its row this often (the safety net; also a service's
+    #: first pass on a root no pass has resynchronised).
+    resync_hours: float = 24.0
+    #: Files written within this many minutes are stat'd every pass (they may be growing).
+    settle_minutes: float = 30.0
+    #: Use the kernel's file events (inotify) to look at touched directories at once.
+    watch: bool = True
+
+    @property
+    def scan(self) -> ScanPolicy:
+        """How much of the incoming tree a pass looks at, as discovery's policy value."""
+        return ScanPolicy(
+            recent=timedelta(hours=self.recent_hours),
+            sweep=timedelta(minutes=self.sweep_minutes),
+            resync=timedelta(hours=self.resync_hours),
+            settle=timedelta(minutes=self.settle_minutes),
+        )
 
 
 @dataclass(frozen=True)
@@ -322,6 +343,10 @@ def _validate(s: Settings, label: str) -> None:
         "schedule.interval_seconds": s.schedule.interval_seconds,
         "discovery.expected_subbands": s.discovery.expected_subbands,
         "discovery.min_subbands": s.discovery.min_subbands,
+        "discovery.recent_hours": s.discovery.recent_hours,
+        "discovery.sweep_minutes": s.discovery.sweep_minutes,
+        "discovery.resync_hours": s.discovery.resync_hours,
+        "discovery.settle_minutes": s.discovery.settle_minutes,
         "pass.max_actions": s.passes.max_actions,
         "pass.max_seconds": s.passes.max_seconds,
         "pass.workers": s.passes.workers,

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
     CalibrationSolution,
@@ -25,7 +25,7 @@ from reconciler.errors import PermanentError
 
 
 def _upsert(conn: Connection, model: type, values: dict[str, Any], keys: list[str]) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(model)
+    insert = dialect_insert(conn, model)
     stmt = insert.values(**values)
     changed = {k: stmt.excluded[k] for k in values if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed))

@@ -18,17 +18,19 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
     CalibrationSolution,
+    DiscoveryMark,
     Image,
+    IncomingDirectory,
     MeasurementSet,
     MosaicGroupMember,
     Observation,
@@ -62,13 +64,145 @@ class KnownFile:
     observation_id: int | None
 
 
-def known_files(conn: Connection) -> dict[str, KnownFile]:
-    """Every recorded raw file by path."""
+def files_in(conn: Connection, directories: Iterable[str]) -> dict[str, KnownFile]:
+    """The recorded files directly inside ``directories``, by path."""
+    found: dict[str, KnownFile] = {}
+    for chunk in _chunks(directories, _CHUNK):
+        found |= _known(conn, RawFile.directory.in_(chunk))
+    return found
+
+
+def files_by_path(conn: Connection, paths: Iterable[str]) -> dict[str, KnownFile]:
+    """The recorded files among ``paths``, by path."""
+    found: dict[str, KnownFile] = {}
+    for chunk in _chunks(paths, _CHUNK):
+        found |= _known(conn, RawFile.path.in_(chunk))
+    return found
+
+
+def recent_files(conn: Connection, since_mtime: float) -> dict[str, KnownFile]:
+    """The recorded files whose mtime is ``since_mtime`` (seconds since the epoch) or later."""
+    return _known(conn, RawFile.mtime >= since_mtime)
+
+
+def file_directories(conn: Connection) -> list[str]:
+    """Every directory some recorded file is in."""
+    column = RawFile.directory
+    return list(conn.execute(select(column).where(column.is_not(None)).distinct()).scalars())
+
+
+def _known(conn: Connection, where: Any) -> dict[str, KnownFile]:
     stmt = select(RawFile.path, RawFile.size_bytes, RawFile.mtime, RawFile.observation_id)
     return {
         row.path: KnownFile(row.size_bytes, row.mtime, row.observation_id)
-        for row in conn.execute(stmt)
+        for row in conn.execute(stmt.where(where))
     }
+
+
+@dataclass(frozen=True)
+class DirectoryListing:
+    """A directory as listed: its mtime before the listing, None when too fresh to trust."""
+
+    path: str
+    mtime: float | None
+
+    def changed(self, now: datetime) -> datetime:
+        """When the directory's entries last changed, as far as ``now`` can tell."""
+        if self.mtime is None:
+            return now
+        return min(now, datetime.fromtimestamp(self.mtime, UTC))
+
+
+@dataclass(frozen=True)
+class RecordedDirectory:
+    """A directory's row: its mtime at the last trusted listing, and when that changed."""
+
+    mtime: float | None
+    changed_at: datetime
+
+
+def recorded_directories(
+    conn: Connection,
+    root: str,
+    *,
+    everything: bool = False,
+    changed_since: datetime | None = None,
+    paths: Iterable[str] = (),
+) -> dict[str, RecordedDirectory]:
+    """Recorded directories at or under ``root``: all of them (``everything``), or those
+    changed at ``changed_since`` or later and those among ``paths``."""
+    stmt = select(IncomingDirectory.path, IncomingDirectory.mtime, IncomingDirectory.changed_at)
+    if everything:
+        rows = conn.execute(stmt).all()
+    elif changed_since is not None:
+        rows = conn.execute(stmt.where(IncomingDirectory.changed_at >= changed_since)).all()
+    else:
+        rows = []
+    for chunk in _chunks(paths, _CHUNK):
+        rows += conn.execute(stmt.where(IncomingDirectory.path.in_(chunk))).all()
+    prefix = f"{root}/"
+    return {
+        row.path: RecordedDirectory(row.mtime, row.changed_at)
+        for row in rows
+        if row.path == root or row.path.startswith(prefix)
+    }
+
+
+def record_directories(
+    conn: Connection, listings: Sequence[DirectoryListing], removed: Iterable[str], now: datetime
+) -> None:
+    """Record each listed directory's mtime; forget the removed ones.
+
+    A directory changed when its mtime says (a directory first seen long after its last
+    change is not recent), never later than ``now``; one whose mtime is not trusted yet
+    changed ``now``.
+    """
+    insert = dialect_insert(conn, IncomingDirectory)
+    for chunk in _chunks(listings, _CHUNK):
+        stmt = insert.values(
+            [
+                {"path": row.path, "mtime": row.mtime, "changed_at": row.changed(now)}
+                for row in chunk
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["path"],
+            set_={"mtime": stmt.excluded.mtime, "changed_at": stmt.excluded.changed_at},
+        )
+        conn.execute(stmt)
+    for chunk in _chunks(removed, _CHUNK):
+        conn.execute(delete(IncomingDirectory).where(IncomingDirectory.path.in_(chunk)))
+
+
+@dataclass(frozen=True)
+class Mark:
+    """When a root was last swept and resynchronised (None: never)."""
+
+    swept_at: datetime | None
+    resynced_at: datetime | None
+
+
+def discovery_mark(conn: Connection, root: str) -> Mark | None:
+    """The marks of ``root``; None if no pass discovered it yet."""
+    row = conn.execute(
+        select(DiscoveryMark.swept_at, DiscoveryMark.resynced_at).where(DiscoveryMark.root == root)
+    ).first()
+    return None if row is None else Mark(row.swept_at, row.resynced_at)
+
+
+def mark_scanned(
+    conn: Connection, root: str, *, now: datetime, swept: bool, resynced: bool
+) -> None:
+    """Record that ``root`` was swept (and resynchronised) ``now``."""
+    values = {"swept_at": now} if swept else {}
+    if resynced:
+        values["resynced_at"] = now
+    insert = dialect_insert(conn, DiscoveryMark)
+    conn.execute(
+        insert.values(root=root, **values).on_conflict_do_update(
+            index_elements=["root"], set_=values
+        )
+    )
 
 
 def previous_placement(
@@ -94,7 +228,7 @@ def upsert_raw_files(
 
     A new file is first seen ``now``; every written file is left unlinked from observations.
     """
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(RawFile)
+    insert = dialect_insert(conn, RawFile)
     for chunk in _chunks(records.values(), _CHUNK):
         stmt = insert.values([{**row, "seen_at": now} for row in chunk])
         # A re-read file keeps seen_at (the grace period counts from its first arrival)
@@ -205,9 +339,7 @@ def apply_observation_changes(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Write ``changes``; return the keys created, updated (or retired) and removed."""
     ids: dict[str, int] = {}
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        Observation
-    )
+    insert = dialect_insert(conn, Observation)
     for verdict in changes.create:
         values = _values(verdict)
         # The unique key, not the read that found the key absent, is what prevents a

@@ -54,6 +54,9 @@ class RawFile(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
+    #: The directory holding the file (``path`` without its name), so the files of one
+    #: changed directory are read without the rest.
+    directory: Mapped[str | None] = mapped_column(Text, index=True)
     observation_id: Mapped[int | None] = mapped_column(
         ForeignKey("observations.id", ondelete="SET NULL"), index=True
     )
@@ -64,9 +67,39 @@ class RawFile(Base):
     dec_deg: Mapped[float | None] = mapped_column(Float)
     n_channels: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    mtime: Mapped[float] = mapped_column(Float)
+    #: Indexed: files written lately are looked at again every pass (they may be growing).
+    mtime: Mapped[float] = mapped_column(Float, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class IncomingDirectory(Base):
+    """A directory under the incoming root as discovery last listed it.
+
+    A directory whose mtime is unchanged has gained, lost and renamed no entry since, so
+    its files need not be listed again. ``mtime`` is None until a listing can be trusted
+    (the directory changed too close to the listing to tell a later change apart).
+    ``changed_at`` is when its listing last changed: directories changed lately are looked
+    at every pass, the rest on the slower sweep.
+    """
+
+    __tablename__ = "incoming_directories"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    mtime: Mapped[float | None] = mapped_column(Float)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DiscoveryMark(Base):
+    """When an incoming root was last swept (every directory's mtime looked at) and last
+    resynchronised (every file looked at), shared by every service discovering it."""
+
+    __tablename__ = "discovery_marks"
+
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
+    swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resynced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Observation(Base):

@@ -1,0 +1,72 @@
+"""Discovery lists only what can have changed: directories as last listed, when each root
+was last swept and resynchronised, and each raw file's directory.
+
+``raw_files`` gains ``directory`` (indexed; filled from ``path`` here) and an index on
+``mtime`` (files written lately are looked at every pass). ``incoming_directories`` and
+``discovery_marks`` are new. Columns are added in place: a rebuilt table would lose the
+views reading it.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-29 22:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import reconciler.db.types
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: ``path`` up to its last separator: SQLite strips the trailing run of characters that are
+#: not ``/`` (``rtrim`` by the set of the name's own characters), then the ``/``.
+_DIRECTORY = {
+    "sqlite": "rtrim(rtrim(path, replace(path, '/', '')), '/')",
+    "postgresql": "regexp_replace(path, '/[^/]*$', '')",
+}
+
+
+def upgrade() -> None:
+    op.create_table(
+        "incoming_directories",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("mtime", sa.Float(), nullable=True),
+        sa.Column("changed_at", reconciler.db.types.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incoming_directories")),
+        sa.UniqueConstraint("path", name=op.f("uq_incoming_directories_path")),
+    )
+    op.create_index(
+        op.f("ix_incoming_directories_changed_at"), "incoming_directories", ["changed_at"]
+    )
+    op.create_table(
+        "discovery_marks",
+        sa.Column("root", sa.Text(), nullable=False),
+        sa.Column("swept_at", reconciler.db.types.UTCDateTime(), nullable=True),
+        sa.Column("resynced_at", reconciler.db.types.UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("root", name=op.f("pk_discovery_marks")),
+    )
+    op.add_column("raw_files", sa.Column("directory", sa.Text(), nullable=True))
+    op.execute(f"UPDATE raw_files SET directory = {_DIRECTORY[op.get_bind().dialect.name]}")
+    op.create_index(op.f("ix_raw_files_directory"), "raw_files", ["directory"])
+    op.create_index(op.f("ix_raw_files_mtime"), "raw_files", ["mtime"])
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_raw_files_mtime"), table_name="raw_files")
+    op.drop_index(op.f("ix_raw_files_directory"), table_name="raw_files")
+    with op.batch_alter_table("raw_files", schema=None) as batch_op:
+        batch_op.drop_column("directory")
+    op.drop_table("discovery_marks")
+    op.drop_index(op.f("ix_incoming_directories_changed_at"), table_name="incoming_directories")
+    op.drop_table("incoming_directories")
