@@ -92,6 +92,7 @@ class DiscoveryReport:
     observations_updated: tuple[str, ...] = ()
     observations_removed: tuple[str, ...] = ()
     incoming_missing: bool = False
+    directories_checked: int = 0
     directories_listed: int = 0
     swept: bool = False
     resynced: bool = False
@@ -181,6 +182,7 @@ def discover(
         find_missing = partial(look.missing, root=root)
         report = DiscoveryReport(
             vanished_files=_paths(vanished),
+            directories_checked=look.checked,
             directories_listed=len(look.listings),
             swept=sweep,
             resynced=resync,
@@ -244,7 +246,8 @@ class _Look:
 
     ``on_disk`` holds the raw-looking entries that are new or whose size or mtime moved,
     ``known`` the rows of those and of the files found gone (``gone``). ``listings`` are
-    the directories whose mtime moved, ``removed`` the recorded directories now absent.
+    the directories whose mtime moved, ``removed`` the recorded directories now absent,
+    ``checked`` how many directories were stat'd.
     ``everything`` says the whole tree was walked, so a file under the root neither gone
     nor changed is known to be there unchanged.
     """
@@ -254,6 +257,7 @@ class _Look:
     gone: set[str] = field(default_factory=set)
     listings: list[DirectoryListing] = field(default_factory=list)
     removed: set[str] = field(default_factory=set)
+    checked: int = 0
     everything: bool = False
 
     def compare(self, rows: Mapping[str, KnownFile], entries: Mapping[str, _Stat]) -> None:
@@ -298,6 +302,7 @@ def _look_everywhere(conn: Connection, root: Path) -> _Look:
             continue
         directory = listing.row.path
         listed.add(directory)
+        look.checked += 1
         if directory not in recorded or recorded[directory].mtime != listing.row.mtime:
             look.listings.append(listing.row)
         look.compare(files_in(conn, [directory]), _stat_paths(listing.paths))
@@ -332,12 +337,13 @@ def _look_where_changed(
         if directory in looked:
             continue
         looked.add(directory)
+        look.checked += 1
         previous = recorded.get(directory)
         try:
             mtime = os.stat(directory).st_mtime
         except OSError:
             if previous is not None and directory != top:
-                look.removed.add(directory)
+                look.removed |= set(recorded_directories(conn, directory, everything=True))
             continue
         if previous is not None and previous.mtime == mtime:
             continue
@@ -350,9 +356,16 @@ def _look_where_changed(
         present = set(listing.paths)
         look.on_disk.update(_stat_paths(sorted(present - rows.keys())))
         look.compare({path: rows[path] for path in rows.keys() - present}, {})
-        # A new subdirectory is listed now; a recorded one waits for its own turn.
-        recorded |= recorded_directories(conn, top, paths=listing.subdirectories)
+        # A new subdirectory is listed now, a recorded one waits for its own turn, and one
+        # recorded but no longer listed is gone with everything below it.
+        below = recorded_directories(conn, directory, everything=True)
+        recorded |= below
         pending.extend(sub for sub in listing.subdirectories if sub not in recorded)
+        look.removed |= {
+            path
+            for path in below
+            if path != directory and _child(directory, path) not in listing.subdirectories
+        }
     look.compare(files_in(conn, sorted(look.removed)), {})
     # Files written lately may still be growing, and files the kernel named may have been
     # rewritten in place: neither moves its directory's mtime.
@@ -481,6 +494,11 @@ def _inspect(path: str, stat: _Stat) -> dict[str, Any]:
 
 def _under(path: str, root: Path) -> bool:
     return path.startswith(f"{root}{os.sep}")
+
+
+def _child(directory: str, below: str) -> str:
+    """The entry of ``directory`` that ``below`` (a path under it) is in or is."""
+    return os.path.join(directory, below[len(directory) + 1 :].split(os.sep, 1)[0])
 
 
 def _within(directory: str, root: Path) -> bool:

@@ -133,13 +133,15 @@ def recorded_directories(
     changed at ``changed_since`` or later and those among ``paths``."""
     stmt = select(IncomingDirectory.path, IncomingDirectory.mtime, IncomingDirectory.changed_at)
     if everything:
-        rows = conn.execute(stmt).all()
+        below = IncomingDirectory.path.startswith(f"{root}/", autoescape=True)
+        rows = conn.execute(stmt.where(or_(IncomingDirectory.path == root, below))).all()
     elif changed_since is not None:
         rows = conn.execute(stmt.where(IncomingDirectory.changed_at >= changed_since)).all()
     else:
         rows = []
     for chunk in _chunks(paths, _CHUNK):
         rows += conn.execute(stmt.where(IncomingDirectory.path.in_(chunk))).all()
+    # SQLite's LIKE ignores case: the prefix is checked again exactly.
     prefix = f"{root}/"
     return {
         row.path: RecordedDirectory(row.mtime, row.changed_at)
