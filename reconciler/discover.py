@@ -53,6 +53,7 @@ from reconciler.db.discovery import (
     files_by_path,
     files_in,
     mark_scanned,
+    mark_vanished,
     observation_changes,
     previous_placement,
     recent_files,
@@ -192,7 +193,7 @@ def discover(
             pending = observation_changes(
                 conn, [], touched, find_missing=find_missing, now=now, policy=policy
             )
-            if pending.empty and not (look.listings or look.removed or sweep):
+            if pending.empty and not (look.listings or look.removed or vanished or sweep):
                 return report
     if not new and not changed and pending.empty:
         with writing(engine) as conn:
@@ -261,15 +262,17 @@ class _Look:
     everything: bool = False
 
     def compare(self, rows: Mapping[str, KnownFile], entries: Mapping[str, _Stat]) -> None:
-        """Keep what differs between a directory's rows and its stat'd entries."""
+        """Keep what differs between rows and the stat'd entries at their paths: new and
+        changed entries, entries that came back, and files newly gone (a file already
+        known gone is not reported again)."""
         for path, stat in entries.items():
             row = rows.get(path)
-            if row is None or (row.size, row.mtime) != (stat.size, stat.mtime):
+            if row is None or row.vanished or (row.size, row.mtime) != (stat.size, stat.mtime):
                 self.on_disk[path] = stat
                 if row is not None:
                     self.known[path] = row
         for path, row in rows.items():
-            if path not in entries:
+            if path not in entries and not row.vanished:
                 self.known[path] = row
                 self.gone.add(path)
 
@@ -351,11 +354,15 @@ def _look_where_changed(
         if listing is None:
             continue
         look.listings.append(listing.row)
-        # Only names that came or went: a file rewritten in place leaves the mtime alone.
+        # Only names that came, came back or went: a file rewritten in place leaves the
+        # directory's mtime alone.
         rows = files_in(conn, [directory])
         present = set(listing.paths)
-        look.on_disk.update(_stat_paths(sorted(present - rows.keys())))
-        look.compare({path: rows[path] for path in rows.keys() - present}, {})
+        came = {path for path in present if path not in rows or rows[path].vanished}
+        look.compare(
+            {path: row for path, row in rows.items() if path in came or path not in present},
+            _stat_paths(sorted(came)),
+        )
         # A new subdirectory is listed now, a recorded one waits for its own turn, and one
         # recorded but no longer listed is gone with everything below it.
         below = recorded_directories(conn, directory, everything=True)
@@ -432,6 +439,7 @@ def _due(last: datetime | None, now: datetime, every: timedelta) -> bool:
 def _record_look(
     conn: Connection, root: Path, look: _Look, *, now: datetime, swept: bool, resynced: bool
 ) -> None:
+    mark_vanished(conn, sorted(look.gone), now)
     record_directories(conn, look.listings, look.removed, now=now)
     if swept or resynced:
         mark_scanned(conn, str(root), now=now, swept=swept, resynced=resynced)

@@ -3,9 +3,10 @@
 Regrouping is local: only the files whose data starts link (within the grouping tolerance)
 to a changed file or to an observation under review are read, clustered and judged
 (:mod:`reconciler.observations`), and only the differences from the stored rows are
-written. An observation already ready is judged again only when one of its files changed or
-vanished or a file arrived beside it, so the cost of a pass follows the number not ready,
-not the length of the history.
+written. An observation is judged again only when one of its files changed, vanished or
+came back, a file arrived beside it, or its ``judge_again_at`` (the end of the grace period
+it waits on) has come, so the cost of a pass follows what changed, not the length of the
+history nor the number of observations left incomplete.
 
 ``raw_files.observation_id`` names the observation a file is *used in*: a file excluded
 from its observation is left unlinked, so whatever converts an observation's linked files
@@ -62,6 +63,7 @@ class KnownFile:
     size: int
     mtime: float
     observation_id: int | None
+    vanished: bool = False
 
 
 def files_in(conn: Connection, directories: Iterable[str]) -> dict[str, KnownFile]:
@@ -92,11 +94,30 @@ def file_directories(conn: Connection) -> list[str]:
 
 
 def _known(conn: Connection, where: Any) -> dict[str, KnownFile]:
-    stmt = select(RawFile.path, RawFile.size_bytes, RawFile.mtime, RawFile.observation_id)
+    stmt = select(
+        RawFile.path,
+        RawFile.size_bytes,
+        RawFile.mtime,
+        RawFile.observation_id,
+        RawFile.vanished_at,
+    )
     return {
-        row.path: KnownFile(row.size_bytes, row.mtime, row.observation_id)
+        row.path: KnownFile(
+            row.size_bytes, row.mtime, row.observation_id, row.vanished_at is not None
+        )
         for row in conn.execute(stmt.where(where))
     }
+
+
+def mark_vanished(conn: Connection, paths: Iterable[str], now: datetime) -> None:
+    """Record that the files at ``paths`` were found gone ``now`` (once: a file already
+    marked keeps its time)."""
+    for chunk in _chunks(paths, _CHUNK):
+        conn.execute(
+            update(RawFile)
+            .where(RawFile.path.in_(chunk), RawFile.vanished_at.is_(None))
+            .values(vanished_at=now)
+        )
 
 
 @dataclass(frozen=True)
@@ -228,7 +249,8 @@ def upsert_raw_files(
 ) -> None:
     """Insert or refresh the ``raw_files`` row of each record (its column values, by path).
 
-    A new file is first seen ``now``; every written file is left unlinked from observations.
+    A new file is first seen ``now``; every written file is left unlinked from observations
+    and on disk (a file that came back is no longer vanished).
     """
     insert = dialect_insert(conn, RawFile)
     for chunk in _chunks(records.values(), _CHUNK):
@@ -237,7 +259,8 @@ def upsert_raw_files(
         # and is unlinked until regrouping places it again.
         refreshed = {column: stmt.excluded[column] for column in chunk[0] if column != "path"}
         stmt = stmt.on_conflict_do_update(
-            index_elements=["path"], set_={**refreshed, "observation_id": None}
+            index_elements=["path"],
+            set_={**refreshed, "observation_id": None, "vanished_at": None},
         )
         conn.execute(stmt)
 
@@ -270,15 +293,15 @@ def observation_changes(
     now: datetime,
     policy: DiscoveryPolicy,
 ) -> ObservationChanges:
-    """Regroup the files near ``anchors`` and near every observation not ready or in
-    ``former``, and list what must change. Reads only.
+    """Regroup the files near ``anchors``, near every observation in ``former`` and near
+    every observation whose ``judge_again_at`` has come, and list what must change. Reads
+    only.
 
     ``find_missing`` returns those of the given paths that are no longer on disk.
-    Observations already ready are left alone unless named in ``former``.
     """
     rejudge = conn.execute(
         select(Observation.id, Observation.start_time).where(
-            or_(Observation.ready.is_(False), Observation.id.in_(list(former)))
+            or_(Observation.judge_again_at <= now, Observation.id.in_(list(former)))
         )
     ).all()
     members = _neighbourhood(
@@ -369,7 +392,13 @@ def apply_observation_changes(
         conn.execute(
             update(Observation)
             .where(Observation.id.in_(list(changes.retire)))
-            .values(ready=False, n_subbands=0, problem=RETIRED_PROBLEM, updated_at=now)
+            .values(
+                ready=False,
+                n_subbands=0,
+                problem=RETIRED_PROBLEM,
+                judge_again_at=None,
+                updated_at=now,
+            )
         )
     if changes.remove:
         # Guarded by the files themselves: an observation a file is still used in stays.
@@ -489,6 +518,7 @@ def _values(verdict: Assessment) -> dict[str, Any]:
         "ready": verdict.ready,
         "problem": verdict.problem,
         "first_seen_at": verdict.first_seen,
+        "judge_again_at": verdict.judge_again_at,
     }
 
 

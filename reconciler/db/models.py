@@ -71,6 +71,9 @@ class RawFile(Base):
     mtime: Mapped[float] = mapped_column(Float, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When discovery found the file gone (None: on disk when last looked at). A file that
+    #: comes back is read again, whatever its size and mtime.
+    vanished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IncomingDirectory(Base):
@@ -117,6 +120,9 @@ class Observation(Base):
     problem: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When the verdict changes by itself (a grace period ends); None when only a change
+    #: of its files can change it. Discovery judges again only these and what files touch.
+    judge_again_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class MeasurementSet(Base):

@@ -369,18 +369,21 @@ def test_a_vanished_file_makes_its_observation_not_ready(engine, tmp_path, heade
     assert obs["ready"] is False
     assert obs["problem"] == f"raw file vanished: {gone.name}"
     assert gone.name in raw_files(engine), "the row of a vanished file is kept"
+    assert raw_files(engine)[gone.name]["vanished_at"] == NOW + timedelta(minutes=1)
     quiet = discover(engine, incoming, now=NOW + timedelta(minutes=2), policy=FOUR)
-    assert (quiet.vanished_files, quiet.observations_updated) == ((gone,), ())
+    assert quiet.found_nothing, "reported once"
 
     (away / gone.name).rename(gone)
     back = discover(engine, incoming, now=NOW + timedelta(minutes=3), policy=FOUR)
 
+    assert back.changed_files == (gone,), "read again: it may not be the file that left"
     assert back.observations_updated == (key,)
     assert (observations(engine)[key]["ready"], observations(engine)[key]["problem"]) == (
         True,
         None,
     )
-    assert len(header_reads) == 4
+    assert raw_files(engine)[gone.name]["vanished_at"] is None
+    assert len(header_reads) == 5
 
 
 def _fingerprint(root: Path) -> dict[str, tuple[str, int, int]]:
