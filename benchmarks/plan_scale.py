@@ -302,7 +302,7 @@ def build_history(scale: str, seed: int = 110, incoming: Path | None = None) -> 
             ),
             solutions,
         ),
-        *_artifact_tables(observations, level, solution_of),
+        *_artifact_tables(observations, level, solution_of, _retained_from(groups)),
         *_group_tables(groups, now),
         Table("actions", ACTION_COLUMNS, actions),
         Table("events", EVENT_COLUMNS, _events(done, groups, observations, target)),
@@ -459,14 +459,17 @@ def _observation_rows(observations: list[Obs], level: list[int]) -> list[Row]:
 
 
 def _artifact_tables(
-    observations: list[Obs], level: list[int], solution_of: list[int]
+    observations: list[Obs], level: list[int], solution_of: list[int], removed_before: datetime
 ) -> tuple[Table, Table, Table]:
-    """Measurement sets (level 2+), calibrated MSs (3+) and images (4)."""
+    """Measurement sets (level 2+), calibrated MSs (3+) and images (4); those of
+    observations ending before ``removed_before`` were removed by retention a day after
+    they were made, as a service running all along would have."""
     ms: list[Row] = []
     calibrated: list[Row] = []
     images: list[Row] = []
     for i, o in enumerate(observations):
         mid = o.start + (o.end - o.start) / 2
+        removed = o.end + timedelta(hours=25) if o.end < removed_before else None
         if level[i] >= 2:
             ra = (mid - T0).total_seconds() / 86164.0905 * 360.0 % 360.0
             ms.append(
@@ -481,11 +484,12 @@ def _artifact_tables(
                     24 * 4656,
                     768,
                     o.end + timedelta(minutes=12),
+                    removed,
                 )
             )
         if level[i] >= 3:
             path = str(calibrated_ms_path(WORK, o.key))
-            calibrated.append((o.id, solution_of[i], path, o.end + timedelta(minutes=22)))
+            calibrated.append((o.id, solution_of[i], path, o.end + timedelta(minutes=22), removed))
         if level[i] >= 4:
             prefix = str(image_prefix(WORK, o.key))
             images.append(
@@ -498,6 +502,7 @@ def _artifact_tables(
                     -3.5,
                     0.0011,
                     o.end + timedelta(minutes=35),
+                    removed,
                 )
             )
     return (
@@ -505,20 +510,30 @@ def _artifact_tables(
             "measurement_sets",
             _names(
                 "observation_id path start_time mid_time end_time "
-                "ra_deg dec_deg n_rows n_channels created_at"
+                "ra_deg dec_deg n_rows n_channels created_at removed_at"
             ),
             ms,
         ),
-        Table("calibrated_ms", ("observation_id", "solution_id", "path", "created_at"), calibrated),
+        Table(
+            "calibrated_ms",
+            ("observation_id", "solution_id", "path", "created_at", "removed_at"),
+            calibrated,
+        ),
         Table(
             "images",
             _names(
                 "observation_id path pb_path beam_major_arcsec "
-                "beam_minor_arcsec beam_pa_deg rms_jy created_at"
+                "beam_minor_arcsec beam_pa_deg rms_jy created_at removed_at"
             ),
             images,
         ),
     )
+
+
+def _retained_from(groups: list[Group]) -> datetime:
+    """Two days before the earliest window not published: intermediates older than this
+    were removed by retention."""
+    return min(g.start for g in groups if g.stage != "published") - timedelta(days=2)
 
 
 def _published_path(group: Group) -> str:
@@ -1024,6 +1039,7 @@ def measure_parts(reconciler: Reconciler, *, repeats: int) -> dict[str, float]:
         "reconcile": reconciler.reconcile,
         "claim": reconciler.claim_next,
         "discover": reconciler.discover,
+        "retention": lambda: reconciler.retain(force=True),
     }
     took: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeats):

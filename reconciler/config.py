@@ -184,6 +184,24 @@ class VerificationSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """What work/ gives back. An observation's intermediates (converted and calibrated MS,
+    image tile) are removed ``keep_hours`` after every window holding it was settled
+    (published, failed, insufficient, cancelled or invalid), at most ``max_per_pass`` of
+    each kind a pass; ``intermediates = false`` keeps them. Action logs and the CASA log
+    are rotated at ``log_max_mb`` (``log_keep`` old CASA logs kept), and action logs not
+    written for ``log_days`` days are removed. Raw files and published products are never
+    removed."""
+
+    intermediates: bool = True
+    keep_hours: float = 24.0
+    max_per_pass: int = 100
+    log_max_mb: float = 20.0
+    log_keep: int = 3
+    log_days: float = 30.0
+
+
+@dataclass(frozen=True)
 class ActionSettings:
     """``timeout_seconds`` bounds one child process running one action; ``registry`` names
     the ``"module:function"`` that returns the action handlers (the product's by default)."""
@@ -216,6 +234,7 @@ class Settings:
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: str = "built-in defaults"
@@ -368,6 +387,9 @@ def _validate(s: Settings, label: str) -> None:
         "tiling.max_in_flight": s.tiling.max_in_flight,
         "tiling.late_lookback_hours": s.tiling.late_lookback_hours,
         "verification.max_per_pass": s.verification.max_per_pass,
+        "retention.max_per_pass": s.retention.max_per_pass,
+        "retention.log_max_mb": s.retention.log_max_mb,
+        "retention.log_days": s.retention.log_days,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):
@@ -379,6 +401,8 @@ def _validate(s: Settings, label: str) -> None:
         "discovery.grace_minutes": s.discovery.grace_minutes,
         "imaging.threshold_jy": s.imaging.threshold_jy,
         "verification.interval_hours": s.verification.interval_hours,
+        "retention.keep_hours": s.retention.keep_hours,
+        "retention.log_keep": s.retention.log_keep,
     }
     for key, value in not_negative.items():
         if not (math.isfinite(value) and value >= 0):

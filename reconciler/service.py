@@ -38,7 +38,7 @@ from reconciler.io.watch import ChangeHints, IncomingWatcher
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
 from reconciler.observe import ObservedGroup, Snapshot, observe
-from reconciler.retention import remove_published_staging
+from reconciler.retention import Retention, remove_published_staging
 from reconciler.sky import TransitFinder, transit_finder
 from reconciler.verify import VerifyReport, verify_published
 
@@ -73,6 +73,7 @@ class PassReport:
     wanting: WantReport | None = None
     verification: VerifyReport | None = None
     staging_removed: int = 0
+    intermediates_removed: int = 0
     actions: list[ActionReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -118,6 +119,7 @@ class Reconciler:
         #: Leftovers of dead attempts may exist: at start, and after a reclaim or a failure.
         self._leftovers_possible = True
         self._statistics_at: float | None = None
+        self._retention = Retention()
         #: The kernel's file events on the incoming tree, once :meth:`watch_incoming` is called.
         self.watcher: IncomingWatcher | None = None
 
@@ -167,6 +169,7 @@ class Reconciler:
         report.staging_removed = remove_published_staging(
             self.engine, self.settings, now=self.clock()
         )
+        report.intermediates_removed = self.retain()
         workers = self.settings.passes.workers
         if workers == 1:
             self._work(stop, budget, report)
@@ -232,6 +235,11 @@ class Reconciler:
         for path, error in found.errors.items():
             log.warning("raw file %s skipped: %s", path, error)
         return found
+
+    def retain(self, *, force: bool = False) -> int:
+        """Give back disk: remove the intermediates no window needs any more (every
+        ``retention.LOOK_EVERY``, or now with ``force``); returns how many were removed."""
+        return self._retention.run(self.engine, self.settings, now=self.clock(), force=force)
 
     def watch_incoming(self) -> None:
         """Receive the kernel's file events on the incoming tree from now on (when

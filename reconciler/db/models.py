@@ -125,10 +125,24 @@ class Observation(Base):
     judge_again_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
+#: Intermediates whose files are still there: retention looks only at these.
+_PRESENT = "removed_at IS NULL"
+
+
+def _present_index(table: str) -> Index:
+    return Index(
+        f"ix_{table}_present",
+        "id",
+        postgresql_where=text(_PRESENT),
+        sqlite_where=text(_PRESENT),
+    )
+
+
 class MeasurementSet(Base):
     """The MS converted from one observation, indexed from the MS itself."""
 
     __tablename__ = "measurement_sets"
+    __table_args__ = (_present_index("measurement_sets"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -143,6 +157,9 @@ class MeasurementSet(Base):
     n_rows: Mapped[int] = mapped_column(BigInteger)
     n_channels: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BandpassCalibrator(Base):
@@ -183,6 +200,7 @@ class CalibratedMS(Base):
     """Which solution was applied to which observation, and where the result is."""
 
     __tablename__ = "calibrated_ms"
+    __table_args__ = (_present_index("calibrated_ms"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -191,12 +209,16 @@ class CalibratedMS(Base):
     solution_id: Mapped[int | None] = mapped_column(ForeignKey("calibration_solutions.id"))
     path: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Image(Base):
     """The image tile of one calibrated observation."""
 
     __tablename__ = "images"
+    __table_args__ = (_present_index("images"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -211,6 +233,9 @@ class Image(Base):
     #: The imager that made it: ``tclean`` or ``wsclean`` (``imaging.backend`` then).
     backend: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 #: The phases after which no pass changes a group: the predicate of the partial index
@@ -365,6 +390,8 @@ class RegistryEntry(Base):
     checksum: Mapped[str | None] = mapped_column(String(64))
     #: The published companion files (weight map, preview) and their SHA-256, as JSON.
     companions: Mapped[str | None] = mapped_column(Text)
+    #: Bytes of the published files (the mosaic and its companions).
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default="staging")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,10 +21,13 @@ import reconciler.discover as discover_module
 from reconciler.db.engine import reading
 from reconciler.db.models import IncomingDirectory, Observation
 from reconciler.discover import DiscoveryReport, discover
+from reconciler.engine.registry import load_registry
 from reconciler.io.simulator import INTEGRATION_S, simulate_observations
 from reconciler.io.watch import ChangeHints, IncomingWatcher
 from reconciler.model import ScanPolicy
 from reconciler.observations import DiscoveryPolicy
+from reconciler.service import Reconciler
+from tests.conftest import make_settings
 
 T0 = datetime(2025, 3, 1, 0, 0, 0, tzinfo=UTC)
 OBSERVATION = timedelta(seconds=24 * INTEGRATION_S)
@@ -257,3 +260,30 @@ def _drain_until(watcher: IncomingWatcher, enough, timeout_s: float = 10.0) -> C
             return gathered
         time.sleep(0.05)
     raise AssertionError(f"events did not arrive within {timeout_s} s: {gathered}")
+
+
+def test_a_watching_service_finds_a_late_file_in_an_old_directory_at_its_next_pass(
+    engine, db_url, tmp_path
+):
+    incoming, days = old_tree(tmp_path)
+    settings = make_settings(
+        tmp_path, db_url, discovery={"min_subbands": 4, "expected_subbands": 4}
+    )
+    service = Reconciler(engine, settings, load_registry(settings), clock=lambda: NOW)
+    service.watch_incoming()
+    try:
+        assert service.discover().resynced
+        late = simulate(tmp_path / "late", T0 + 2 * OBSERVATION, (0,))[0]
+        arrived = Path(shutil.copy2(late, incoming / sorted(days)[0] / late.name))
+        age(arrived)
+
+        deadline = time.monotonic() + 10
+        report = service.discover()
+        while not report.new_files and time.monotonic() < deadline:
+            time.sleep(0.05)
+            report = service.discover()
+    finally:
+        service.stop_watching()
+
+    assert report.new_files == (arrived,)
+    assert not report.swept, "found by its event, not by a sweep"

@@ -1,12 +1,16 @@
-"""Discovery lists only what can have changed: directories as last listed, when each root
-was last swept and resynchronised, and each raw file's directory.
+"""Discovery lists only what can have changed (directories as last listed, when each root
+was last swept and resynchronised, each raw file's directory); retention records what it
+removed and how much each product holds.
 
 ``raw_files`` gains ``directory`` (indexed; filled from ``path`` here), ``vanished_at``
 and an index on ``mtime`` (files written lately are looked at every pass).
 ``observations`` gains ``judge_again_at`` (indexed): the observations not ready are judged
 again once by the next pass, which sets it where the verdict waits on a grace period.
-``incoming_directories`` and ``discovery_marks`` are new. Columns are added in place: a
-rebuilt table would lose the views reading it and, on SQLite, its triggers.
+``incoming_directories`` and ``discovery_marks`` are new. ``measurement_sets``,
+``calibrated_ms`` and ``images`` gain ``removed_at`` (retention removed the files) with a
+partial index of the rows still present; ``data_registry`` gains ``size_bytes``. Columns
+are added in place: a rebuilt table would lose the views reading it and, on SQLite, its
+triggers.
 
 Revision ID: 0004
 Revises: 0003
@@ -33,6 +37,10 @@ _spec = importlib.util.spec_from_file_location(
 assert _spec is not None and _spec.loader is not None
 _schema_0003 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_schema_0003)
+
+#: Tables of intermediates retention removes, and the predicate of their index.
+_INTERMEDIATES = ("measurement_sets", "calibrated_ms", "images")
+_PRESENT = "removed_at IS NULL"
 
 #: ``path`` up to its last separator: SQLite strips the trailing run of characters that are
 #: not ``/`` (``rtrim`` by the set of the name's own characters), then the ``/``.
@@ -80,11 +88,29 @@ def upgrade() -> None:
     )
     op.execute("UPDATE observations SET judge_again_at = first_seen_at WHERE NOT ready")
     op.create_index(op.f("ix_observations_judge_again_at"), "observations", ["judge_again_at"])
+    for table in _INTERMEDIATES:
+        op.add_column(
+            table, sa.Column("removed_at", reconciler.db.types.UTCDateTime(), nullable=True)
+        )
+        op.create_index(
+            f"ix_{table}_present",
+            table,
+            ["id"],
+            postgresql_where=sa.text(_PRESENT),
+            sqlite_where=sa.text(_PRESENT),
+        )
+    op.add_column("data_registry", sa.Column("size_bytes", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
     # SQLite drops a column by rebuilding the table: the views reading it go first.
     _schema_0003._schema_0001._drop_views()
+    with op.batch_alter_table("data_registry", schema=None) as batch_op:
+        batch_op.drop_column("size_bytes")
+    for table in _INTERMEDIATES:
+        op.drop_index(f"ix_{table}_present", table_name=table)
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("removed_at")
     op.drop_index(op.f("ix_observations_judge_again_at"), table_name="observations")
     with op.batch_alter_table("observations", schema=None) as batch_op:
         batch_op.drop_column("judge_again_at")
