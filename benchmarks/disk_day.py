@@ -99,7 +99,7 @@ def sample(engine: Any, settings: Settings) -> dict[str, Any]:
         "at": time.monotonic(),
         "work": tree_bytes(work),
         "parts": {part: tree_bytes(work / part) for part in WORK_PARTS},
-        "products": tree_bytes(settings.paths.products),
+        "products": tree_bytes(settings.paths.products, apparent=True),
         "published_bytes": int(published),
         "present": present,
         "phases": phases,

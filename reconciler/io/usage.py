@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 
-def tree_bytes(root: Path) -> int:
-    """Bytes allocated to ``root`` and everything below it, as ``du`` counts them (blocks,
-    symbolic links not followed, each file once however many names it has); 0 if absent."""
+def tree_bytes(root: Path, *, apparent: bool = False) -> int:
+    """Bytes allocated to everything below ``root``, as ``du`` counts them (blocks, symbolic
+    links not followed, each file once however many names it has), or with ``apparent``
+    the files' sizes (``du --apparent-size``, directories not counted); 0 if absent."""
     total = 0
     seen: set[tuple[int, int]] = set()
     pending = [str(root)]
@@ -26,8 +27,12 @@ def tree_bytes(root: Path) -> int:
             if (stat.st_dev, stat.st_ino) in seen:
                 continue
             seen.add((stat.st_dev, stat.st_ino))
-            total += stat.st_blocks * 512
-            if entry.is_dir(follow_symlinks=False):
+            directory = entry.is_dir(follow_symlinks=False)
+            if apparent:
+                total += 0 if directory else stat.st_size
+            else:
+                total += stat.st_blocks * 512
+            if directory:
                 pending.append(entry.path)
     return total
 
