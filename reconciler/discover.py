@@ -161,8 +161,9 @@ def discover(
     read again once its size or mtime changes. A vanished file keeps its row and makes its
     observation not ready. A missing ``incoming`` directory changes nothing: an unmounted
     disk must not read as every raw file gone. A pass that finds nothing new reads no
-    header, runs a handful of queries and writes only if a verdict changed (a grace period
-    ran out, a file vanished).
+    header, runs a handful of indexed queries whatever the length of the history, and
+    writes only if something changed: a verdict (a grace period ran out, a file vanished),
+    a directory's entries, or the time of a sweep or resync.
     """
     root = incoming.absolute()
     if not root.is_dir():
