@@ -299,11 +299,12 @@ def observation_changes(
 
     ``find_missing`` returns those of the given paths that are no longer on disk.
     """
-    rejudge = conn.execute(
-        select(Observation.id, Observation.start_time).where(
-            or_(Observation.judge_again_at <= now, Observation.id.in_(list(former)))
-        )
-    ).all()
+    # Two indexed lookups, not one OR: an OR (with an empty IN list, above all) makes
+    # SQLite scan every observation.
+    columns = select(Observation.id, Observation.start_time)
+    rejudge = conn.execute(columns.where(Observation.judge_again_at <= now)).all()
+    for chunk in _chunks(sorted(former), _CHUNK):
+        rejudge += conn.execute(columns.where(Observation.id.in_(chunk))).all()
     members = _neighbourhood(
         conn, [*anchors, *(row.start_time for row in rejudge)], policy.group_tolerance
     )
