@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(s["phases"].values())
             print(
                 f"pass {number}: {len(report.actions)} action(s); windows settled "
-                f"{settled}/{total}; work/ {s['work'] / 1e6:.0f} MB, products/ "
-                f"{s['products'] / 1e6:.1f} MB",
+                f"{settled}/{total}; work/ {s['work'] / 1e6:.0f} MB (peak so far "
+                f"{max(sampler.peak['work'], s['work']) / 1e6:.0f} MB), products/ "
+                f"{s['products'] / 1e6:.1f} MB for {s['published_bytes'] / 1e6:.1f} MB published",
                 flush=True,
             )
             if total and settled == total and not report.actions and not report.enqueued:
