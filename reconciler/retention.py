@@ -10,10 +10,10 @@ service runs.
   ``retention.keep_hours`` after every window holding the observation was settled
   (published, or given up: failed, insufficient, cancelled, invalid), and no sooner than
   ``keep_hours`` after they were made; a calibrator transit outside every window, once
-  solved on. The row stays, with
-  ``removed_at``; a window made later, or a retry, re-makes them from the raw files. A
-  pass looks at a bounded slice of the rows still present (partial index), resuming where
-  the last pass stopped, so its cost follows what is present, not the history.
+  solved on. The row stays, with ``removed_at``; a window made later, or a retry, makes
+  them again from the raw files. Every :data:`LOOK_EVERY`, a bounded slice of the rows
+  still present (a partial index) is looked at, resuming where the last look stopped, so
+  the cost follows what is present, not the history.
 * Action logs and the CASA log are rotated by size; action logs not written for
   ``retention.log_days`` days are removed (looked for hourly).
 
