@@ -157,7 +157,8 @@ def run_to_published(
 
 @pytest.fixture(scope="module")
 def published(raw, tmp_path_factory, pipeline_runs) -> tuple[Settings, int, list[dict]]:
-    """The run imaged by tclean, the default backend."""
+    """The run imaged by tclean, which ``published_by`` shares: tests that need any one run
+    reuse it."""
     return run_to_published("tclean", raw, tmp_path_factory, pipeline_runs)
 
 

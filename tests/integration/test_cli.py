@@ -65,7 +65,7 @@ def test_request_status_events_and_plan(config, engine, capsys):
     table = capsys.readouterr().out
     imager, header = table.splitlines()[:2]
     # The test actions record no imager: their tiles show as unknown.
-    assert imager == "imaging backend: tclean (tiles made by: unknown 3)"
+    assert imager == "imaging backend: wsclean (tiles made by: unknown 3)"
     assert "published" in table and "group_id" in header
 
     assert cli(config, "events", "--group", str(created["group_id"]), "--json") == 0
