@@ -96,6 +96,7 @@ def solve_calibration(
     reference_frequency_hz: float = 1.4e9,
     pointing_dec_deg: float | None = None,
     site: Site = DSA110,
+    max_smearing_loss: float = 0.0,
     attempt: str = "",
 ) -> CalibrationResult:
     """Solve bandpass and gain tables on a calibrator transit. Run only in a CASA child.
@@ -104,7 +105,9 @@ def solve_calibration(
     Airy beam as it drifts past the meridian pointing: without the beam, the solved
     amplitudes would absorb the transit's attenuation. The model is written into a copy of
     the MS private to this attempt, so ``ms``, which other steps read meanwhile, is never
-    changed.
+    changed. The copy holds only the parallel hands, which are all the solvers use, averaged
+    in frequency as :func:`apply_calibration` averages with the same budget: the bandpass
+    is solved on the channels it will be applied to.
 
     Parameters
     ----------
@@ -124,6 +127,8 @@ def solve_calibration(
         to the pointing dec.
     site
         Where the array is: the beam attenuation follows the meridian pointing there.
+    max_smearing_loss
+        The smearing budget of :func:`apply_calibration` (0: native channels).
     attempt
         This attempt's token: its working copy and tables are private to it until the
         tables are renamed into place. Default: a fresh one.
@@ -153,7 +158,7 @@ def solve_calibration(
     component_list = str(private / "model.cl")
     phase_table, bandpass_table, gain_table = (str(private / name) for name in ("G0", "B", "G"))
     try:
-        _copy_table(ms, own_ms)
+        _average_copy(ms, own_ms, _channel_averaging_factor(ms, max_smearing_loss), "XX,YY")
         _write_point_source(
             component_list,
             calibrator_ra_deg,
@@ -204,17 +209,19 @@ def solve_calibration(
     )
 
 
-def _copy_table(source: str, destination: str) -> None:
-    """A deep copy of a casacore table (an MS and its subtables)."""
-    import casatools
+def _average_copy(ms: str, destination: str, factor: int, correlation: str = "") -> None:
+    """Write ``ms`` into a new MS at ``destination``, ``factor`` adjacent channels averaged
+    into one, with only the correlations ``correlation`` names (all if empty)."""
+    from casatasks import mstransform
 
-    table = casatools.table()
-    try:
-        table.open(source)
-        table.copy(destination, deep=True, valuecopy=True)
-        table.close()
-    finally:
-        table.done()
+    mstransform(
+        vis=ms,
+        outputvis=destination,
+        datacolumn="data",
+        correlation=correlation,
+        chanaverage=factor > 1,
+        chanbin=factor,
+    )
 
 
 def apply_calibration(
@@ -248,7 +255,7 @@ def apply_calibration(
         If averaging or applycal fails, or applycal leaves no CORRECTED_DATA column.
     """
     import casatools
-    from casatasks import applycal, mstransform
+    from casatasks import applycal
 
     out_ms = Path(out_ms)
     partial = attempt_path(out_ms, attempt or uuid.uuid4().hex)
@@ -256,13 +263,7 @@ def apply_calibration(
     factor = _channel_averaging_factor(str(ms), max_smearing_loss)
     table = casatools.table()
     try:
-        mstransform(
-            vis=str(ms),
-            outputvis=str(partial),
-            datacolumn="data",
-            chanaverage=factor > 1,
-            chanbin=factor,
-        )
+        _average_copy(str(ms), str(partial), factor)
         applycal(
             vis=str(partial),
             gaintable=[str(path) for path in tables],
