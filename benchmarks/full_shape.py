@@ -334,14 +334,16 @@ def wall_real_time_factor(ledger: Ledger, observations: int) -> float:
 
 
 def expected_image_noise_jy(
-    ms: Path, noise_jy: float, native_width_hz: float, field_of_view_deg: float
+    ms: Path, noise_jy: float, native_width_hz: float, field_of_view_deg: float, gains: np.ndarray
 ) -> float:
     """The thermal rms of a Stokes I image of ``ms`` with Briggs weighting (robust
     :data:`reconciler.io.deconvolve.ROBUST`) on the grid the pipeline chose.
 
     Each native visibility has ``noise_jy`` per real and imaginary part; Stokes I is the
     mean of XX and YY and an averaged channel the mean of ``k`` native ones, so its noise
-    is ``noise_jy / sqrt(2 k)``. The image rms is that times ``sqrt(sum w^2) / sum w`` over
+    is ``noise_jy / sqrt(2 k)``; the noise was added after the simulated ``gains``
+    (antenna, channel, feed), so calibration scales its variance by the mean of
+    ``1 / |g_i g_j|^2``. The image rms is that times ``sqrt(sum w^2) / sum w`` over
     the imaging weights ``w``: Briggs weights from the density of unflagged samples in the
     uv cells of the image's grid (one cell: the inverse of the image's width).
     """
@@ -369,7 +371,11 @@ def expected_image_noise_jy(
     density = np.bincount(cells)[cells].astype(np.float64)
     f2 = (5.0 * 10.0 ** (-ROBUST)) ** 2 / (np.sum(density) / density.size)
     weights = 1.0 / (1.0 + density * f2)
-    per_visibility = noise_jy / math.sqrt(2.0 * round(width / native_width_hz))
+    inverse_power = np.mean(1.0 / np.abs(gains) ** 2, axis=0)  # over antennas
+    calibrated_variance = float(np.mean(inverse_power**2))
+    per_visibility = noise_jy * math.sqrt(
+        calibrated_variance / (2.0 * round(width / native_width_hz))
+    )
     return float(per_visibility * math.sqrt(np.sum(weights**2)) / np.sum(weights))
 
 
@@ -405,7 +411,7 @@ def science_figures(settings: Settings, truth: SimulationTruth, noise_jy: float)
         raise SystemExit("published, but no image of a calibrated MS is recorded")
     native_width = float(abs(truth.frequencies_hz[1] - truth.frequencies_hz[0]))
     expected = expected_image_noise_jy(
-        Path(image[3]), noise_jy, native_width, settings.imaging.field_of_view_deg
+        Path(image[3]), noise_jy, native_width, settings.imaging.field_of_view_deg, truth.gains
     )
     with fits.open(image.path) as hdus:
         measured = float(hdus[0].header[RMS_KEY])
