@@ -128,3 +128,18 @@ def test_no_piece_of_a_password_with_an_unescaped_at_reaches_the_error(tmp_path,
     error = capsys.readouterr().err
     assert error.startswith("reconciler: cannot use database postgresql://user:***@")
     assert "pa55" not in error and "w0rd-tail" not in error
+
+
+@pytest.mark.parametrize(
+    ("configured", "installed", "expected"),
+    [("wsclean", True, "wsclean"), ("wsclean", False, "tclean"), ("tclean", True, "tclean")],
+)
+def test_the_demo_images_with_tclean_only_where_wsclean_is_missing(
+    monkeypatch, configured, installed, expected
+):
+    from reconciler import demo
+
+    monkeypatch.setattr(
+        demo.shutil, "which", lambda name: f"/usr/bin/{name}" if installed else None
+    )
+    assert demo.demo_backend(configured) == expected
