@@ -7,14 +7,15 @@ The project's simulator writes ``--observations`` consecutive observations at th
 correlator shape (16 subbands of 48 channels, 96 antennas, 24 integrations, 4
 polarisations, the full 2.5 km array), the first centred on the 0834+555 transit of the
 demo's day at the demo's dec, with the calibrator and the demo's two field sources and
-Gaussian noise of ``--noise-jy`` per real and imaginary part of each visibility (3 Jy is
-about what a DSA-110 dish pair's SEFD gives in 244 kHz and 12.9 s). Everything lives in a
-temporary directory, removed at the end. The project's own service then runs on it: a
-fresh SQLite database, the configuration defaults (``--backend`` chooses the imager;
-default the configured one) with discovery expecting the 16 subbands at once, no arrival
-grace, windows of one observation allowed, ``--workers`` workers; the window holding the
-observations is requested and ``Reconciler.run_pass()`` is called until the mosaic is
-published. The transit observation is converted, solved on, calibrated and imaged.
+Gaussian noise of ``--noise-jy`` per real and imaginary part of each visibility (3 Jy; a
+dish pair with DSA-110's SEFD of roughly 6 kJy gives about 2.3 Jy in 244 kHz and 12.9 s).
+Everything lives in a temporary directory, removed at the end. The project's own service
+then runs on it: a fresh SQLite database, the configuration defaults (``--backend``
+chooses the imager; default the configured one) with discovery expecting the 16 subbands
+at once, no arrival grace, windows of one observation allowed, ``--workers`` workers; the
+window holding the observations is requested and ``Reconciler.run_pass()`` is called
+until the mosaic is published. The transit observation is converted, solved on,
+calibrated and imaged.
 
 What is measured
 ----------------
@@ -24,9 +25,10 @@ What is measured
   so with more only the totals are given), and the peak of the summed resident memory of
   every process descending from this one (``/proc``, sampled every 0.2 s).
 * Real-time factor: the array makes an observation every 309 s, so two cores have 618
-  CPU-s for it; the factor is 618 / (convert + apply + image CPU-s per observation).
-  With ``--workers 2 --observations 2`` also the wall-time factor: 309 s per observation
-  over the wall seconds from the first action to the last image, less the solve's.
+  CPU-s for it; the factor is 618 / (convert + apply + image CPU-s per observation), with
+  one worker. The wall-time factor is 309 s per observation over the wall seconds from
+  the first action to the last image, less the solve's: with ``--workers 2
+  --observations 2``, what two workers on this machine keep up with.
 * Science: the image's rms (robust rms of the residual, as recorded) over the thermal
   noise the radiometer equation gives for the simulated noise, the calibrated MS's
   channel averaging and the imager's Briggs weights (computed here from the MS's uvw as
@@ -488,13 +490,15 @@ def main(argv: list[str] | None = None) -> int:
             f" Jy: ratio {science['flux_ratio']}",
             flush=True,
         )
-    figures["targets_met"] = {
-        "cpu": figures.get("per_observation_cpu_s", math.inf) <= MAX_CPU_S,
-        "solve_cpu": steps.get("solve", {}).get("cpu_s", math.inf) <= MAX_SOLVE_CPU_S,
+    targets = {
         "memory": figures["peak_tree_rss_gb"] <= MAX_TREE_RSS_GB,
         "noise": abs(science["rms_ratio"] - 1.0) <= NOISE_TOLERANCE,
         "flux": abs(science["flux_ratio"] - 1.0) <= FLUX_TOLERANCE,
     }
+    if args.workers == 1:  # CPU per step is measured only with one worker
+        targets["cpu"] = figures["per_observation_cpu_s"] <= MAX_CPU_S
+        targets["solve_cpu"] = steps["solve"]["cpu_s"] <= MAX_SOLVE_CPU_S
+    figures["targets_met"] = targets
     print(json.dumps(figures))
     return 0
 
