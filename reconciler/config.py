@@ -157,13 +157,16 @@ class TilingSettings:
 
 @dataclass(frozen=True)
 class ImagingSettings:
-    """Imaging of one calibrated observation into a FITS tile (``backend``: tclean or
-    wsclean); the cell and image size follow from the data and ``field_of_view_deg``."""
+    """Imaging of one calibrated observation into a FITS tile (``backend``: wsclean or
+    tclean); the cell and image size follow from the data and ``field_of_view_deg``.
+    Calibration averages channels as far as ``max_smearing_loss`` (the fraction of a point
+    source's peak lost at the primary beam's half-power radius) allows."""
 
-    backend: str = "tclean"
+    backend: str = "wsclean"
     field_of_view_deg: float = 4.0
     niter: int = 2000
     threshold_jy: float = 0.01
+    max_smearing_loss: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -438,6 +441,8 @@ def _validate(s: Settings, label: str) -> None:
         raise ConfigError(f"{label}: site.height_m must be in [-500, 10000]")
     if s.imaging.backend not in {"tclean", "wsclean"}:
         raise ConfigError(f"{label}: imaging.backend must be tclean or wsclean")
+    if not 0 <= s.imaging.max_smearing_loss < 0.5:
+        raise ConfigError(f"{label}: imaging.max_smearing_loss must be in [0, 0.5)")
     if not 0 < s.mosaic.pb_cutoff < 1:
         raise ConfigError(f"{label}: mosaic.pb_cutoff must be between 0 and 1")
     if ":" not in s.actions.registry:

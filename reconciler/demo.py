@@ -7,6 +7,7 @@ second run only reports.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from dataclasses import replace
@@ -59,8 +60,21 @@ def demo_settings(base: Path, settings: Settings) -> Settings:
         windows=replace(settings.windows, arrival_grace_minutes=0),
         passes=replace(settings.passes, workers=2, max_actions=200),
         tiling=replace(settings.tiling, enabled=False),
-        imaging=replace(settings.imaging, field_of_view_deg=FIELD_OF_VIEW_DEG, niter=1000),
+        imaging=replace(
+            settings.imaging,
+            backend=demo_backend(settings.imaging.backend),
+            field_of_view_deg=FIELD_OF_VIEW_DEG,
+            niter=1000,
+        ),
     )
+
+
+def demo_backend(configured: str) -> str:
+    """The configured imager, or tclean where ``wsclean`` is not installed: the demo needs
+    no system package."""
+    if configured == "wsclean" and shutil.which("wsclean") is None:
+        return "tclean"
+    return configured
 
 
 def demo_transit() -> datetime:
@@ -111,7 +125,8 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
         engine, start, start + WINDOW, max_window=settings.decide_policy.max_window, actor="demo"
     )
     print(
-        f"mosaic group {request.group_id}: {start:%H:%M:%S}–{start + WINDOW:%H:%M:%S} UTC",
+        f"mosaic group {request.group_id}: {start:%H:%M:%S}–{start + WINDOW:%H:%M:%S} UTC, "
+        f"imaged by {settings.imaging.backend}",
         file=out,
         flush=True,
     )

@@ -32,7 +32,8 @@ from astropy.time import Time
 
 from reconciler.model import Site
 from reconciler.naming import attempt_path
-from reconciler.sky import DSA110, airy_power, earth_location
+from reconciler.sky import DSA110, airy_power, earth_location, primary_beam_fwhm_deg
+from reconciler.smearing import channel_averaging_factor
 
 _SITE_CONFIG = Path(__file__).with_name("casa_site.py")
 #: Channel-rows of model visibilities rescaled at once; bounds memory to ~100 MB.
@@ -95,6 +96,7 @@ def solve_calibration(
     reference_frequency_hz: float = 1.4e9,
     pointing_dec_deg: float | None = None,
     site: Site = DSA110,
+    max_smearing_loss: float = 0.0,
     attempt: str = "",
 ) -> CalibrationResult:
     """Solve bandpass and gain tables on a calibrator transit. Run only in a CASA child.
@@ -103,7 +105,9 @@ def solve_calibration(
     Airy beam as it drifts past the meridian pointing: without the beam, the solved
     amplitudes would absorb the transit's attenuation. The model is written into a copy of
     the MS private to this attempt, so ``ms``, which other steps read meanwhile, is never
-    changed.
+    changed. The copy holds only the parallel hands, which are all the solvers use, averaged
+    in frequency as :func:`apply_calibration` averages with the same budget: the bandpass
+    is solved on the channels it will be applied to.
 
     Parameters
     ----------
@@ -123,6 +127,8 @@ def solve_calibration(
         to the pointing dec.
     site
         Where the array is: the beam attenuation follows the meridian pointing there.
+    max_smearing_loss
+        The smearing budget of :func:`apply_calibration` (0: native channels).
     attempt
         This attempt's token: its working copy and tables are private to it until the
         tables are renamed into place. Default: a fresh one.
@@ -152,7 +158,7 @@ def solve_calibration(
     component_list = str(private / "model.cl")
     phase_table, bandpass_table, gain_table = (str(private / name) for name in ("G0", "B", "G"))
     try:
-        _copy_table(ms, own_ms)
+        _average_copy(ms, own_ms, _channel_averaging_factor(ms, max_smearing_loss), "XX,YY")
         _write_point_source(
             component_list,
             calibrator_ra_deg,
@@ -203,28 +209,40 @@ def solve_calibration(
     )
 
 
-def _copy_table(source: str, destination: str) -> None:
-    """A deep copy of a casacore table (an MS and its subtables)."""
-    import casatools
+def _average_copy(ms: str, destination: str, factor: int, correlation: str = "") -> None:
+    """Write ``ms`` into a new MS at ``destination``, ``factor`` adjacent channels averaged
+    into one, with only the correlations ``correlation`` names (all if empty)."""
+    from casatasks import mstransform
 
-    table = casatools.table()
-    try:
-        table.open(source)
-        table.copy(destination, deep=True, valuecopy=True)
-        table.close()
-    finally:
-        table.done()
+    mstransform(
+        vis=ms,
+        outputvis=destination,
+        datacolumn="data",
+        correlation=correlation,
+        chanaverage=factor > 1,
+        chanbin=factor,
+    )
 
 
 def apply_calibration(
-    ms: Path | str, tables: Sequence[Path | str], out_ms: Path | str, *, attempt: str = ""
+    ms: Path | str,
+    tables: Sequence[Path | str],
+    out_ms: Path | str,
+    *,
+    max_smearing_loss: float = 0.0,
+    attempt: str = "",
 ) -> str:
-    """Copy ``ms`` to ``out_ms`` and apply calibration tables to the copy. CASA child only.
+    """Average ``ms`` in frequency into ``out_ms`` and calibrate that. CASA child only.
 
-    The copy is made and calibrated under a temporary name beside ``out_ms`` and renamed
-    into place, so ``out_ms`` exists only when it is complete; ``ms`` is never modified.
-    The calibrated visibilities are in the copy's CORRECTED_DATA column. The temporary name
-    carries ``attempt`` (this attempt's token; default a fresh one).
+    Adjacent channels are averaged as far as ``max_smearing_loss`` allows at the primary
+    beam's half-power radius (:func:`reconciler.smearing.channel_averaging_factor`), so the
+    calibrated MS is a fraction of the size of ``ms`` and imaging grids a fraction of the
+    visibilities; with no budget it is a plain copy. The tables are then applied to it:
+    the bandpass is smooth over the few averaged channels, so applying it after averaging
+    is the same as before, to far below the noise. The calibrated visibilities are in the
+    new MS's CORRECTED_DATA column. It is made under a temporary name beside ``out_ms``
+    (carrying ``attempt``, this attempt's token; default a fresh one) and renamed into
+    place, so ``out_ms`` exists only when it is complete; ``ms`` is never modified.
 
     Returns
     -------
@@ -234,7 +252,7 @@ def apply_calibration(
     Raises
     ------
     CasaError
-        If applycal fails or leaves no CORRECTED_DATA column.
+        If averaging or applycal fails, or applycal leaves no CORRECTED_DATA column.
     """
     import casatools
     from casatasks import applycal
@@ -242,13 +260,14 @@ def apply_calibration(
     out_ms = Path(out_ms)
     partial = attempt_path(out_ms, attempt or uuid.uuid4().hex)
     shutil.rmtree(partial, ignore_errors=True)
+    factor = _channel_averaging_factor(str(ms), max_smearing_loss)
     table = casatools.table()
     try:
-        _copy_table(str(ms), str(partial))
+        _average_copy(str(ms), str(partial), factor)
         applycal(
             vis=str(partial),
             gaintable=[str(path) for path in tables],
-            interp=["nearest,nearest"] * len(tables),
+            interp=["nearest,linear"] * len(tables),
             calwt=False,
             flagbackup=False,
         )
@@ -263,6 +282,31 @@ def apply_calibration(
         table.done()
         shutil.rmtree(partial, ignore_errors=True)
     return str(out_ms)
+
+
+def _channel_averaging_factor(ms: str, max_loss: float) -> int:
+    """Channels of ``ms`` that may be averaged together within ``max_loss`` (see
+    :func:`apply_calibration`), from its channel layout and its antennas' positions."""
+    import casatools
+
+    table = casatools.table()
+    try:
+        table.open(f"{ms}/SPECTRAL_WINDOW")
+        widths = np.abs(np.asarray(table.getcell("CHAN_WIDTH", 0)))
+        frequencies = np.asarray(table.getcell("CHAN_FREQ", 0))
+        table.close()
+        table.open(f"{ms}/ANTENNA")
+        positions = np.asarray(table.getcol("POSITION")).T
+        table.close()
+    finally:
+        table.done()
+    max_baseline_m = float(
+        np.max(np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1))
+    )
+    radius_rad = math.radians(primary_beam_fwhm_deg(float(frequencies.mean())) / 2.0)
+    return channel_averaging_factor(
+        float(widths.max()), frequencies.size, radius_rad, max_baseline_m, max_loss
+    )
 
 
 def reference_antenna(ms: Path | str) -> str:

@@ -1,4 +1,5 @@
-"""Apply: the solution that serves an observation, applied to a copy of its MS."""
+"""Apply: the solution that serves an observation, applied to a frequency-averaged copy of
+its MS (:func:`reconciler.io.casa.apply_calibration`)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,13 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "tables": tables,
         "solution_id": chosen.id,
         "out_ms": str(confine(calibrated_ms_path(work, key), work, what=f"the copy of {key}")),
+        "max_smearing_loss": settings.imaging.max_smearing_loss,
     }
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    """CASA child: copy the MS and apply the tables to the copy (renamed into place)."""
+    """CASA child: average the MS in frequency into a new one and apply the tables to it
+    (renamed into place)."""
     from reconciler.io.casa import CasaError, apply_calibration
 
     out_ms = Path(payload["out_ms"])
@@ -58,7 +61,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     out_ms.parent.mkdir(parents=True, exist_ok=True)
     try:
         path = apply_calibration(
-            payload["ms"], payload["tables"], out_ms, attempt=payload["attempt_id"]
+            payload["ms"],
+            payload["tables"],
+            out_ms,
+            max_smearing_loss=payload["max_smearing_loss"],
+            attempt=payload["attempt_id"],
         )
     except CasaError as exc:
         raise PermanentError(str(exc)) from exc

@@ -90,6 +90,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "valid_from": (transit - validity).isoformat(),
         "valid_until": (transit + validity).isoformat(),
         "site": asdict(settings.site),
+        "max_smearing_loss": settings.imaging.max_smearing_loss,
     }
 
 
@@ -114,6 +115,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             out_prefix=payload["out_prefix"],
             pointing_dec_deg=payload["pointing_dec_deg"],
             site=Site(**payload["site"]),
+            max_smearing_loss=payload["max_smearing_loss"],
             attempt=payload["attempt_id"],
         )
     except CasaError as exc:

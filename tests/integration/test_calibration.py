@@ -123,3 +123,28 @@ def _great_circle_rad(lon1: float, lat1: float, lon2: float, lat2: float) -> flo
     return math.acos(
         math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(lon1 - lon2)
     )
+
+
+def test_a_smearing_budget_averages_channels_before_calibrating(solved):
+    """The averaged calibrated MS holds the mean of the calibrated channels it averages, to
+    0.5 %: the bandpass, interpolated to the averaged channels, is smooth across them."""
+    _, mss, result, out = solved
+    calibrated = {}
+    for budget in (0.0, 0.05):
+        applied = out / f"obs0_budget{budget}.ms"
+        arguments = {
+            "ms": str(mss[0]),
+            "tables": result["tables"],
+            "out_ms": str(applied),
+            "max_smearing_loss": budget,
+        }
+        run_casa_child(["apply", json.dumps(arguments)], casa_environment())
+        with tables.table(str(applied), ack=False) as main:
+            calibrated[budget] = main.getcol("CORRECTED_DATA")
+    full, averaged = calibrated[0.0], calibrated[0.05]
+    factor = full.shape[1] // averaged.shape[1]
+    assert factor > 1 and full.shape[1] == factor * averaged.shape[1]
+    rows, channels, pols = averaged.shape
+    expected = full.reshape(rows, channels, factor, pols).mean(axis=2)
+    scale = np.abs(expected).max()
+    assert np.abs(averaged - expected).max() < 5e-3 * scale

@@ -65,7 +65,7 @@ def test_request_status_events_and_plan(config, engine, capsys):
     table = capsys.readouterr().out
     imager, disk, header = table.splitlines()[:3]
     # The test actions record no imager: their tiles show as unknown.
-    assert imager == "imaging backend: tclean (tiles made by: unknown 3)"
+    assert imager == "imaging backend: wsclean (tiles made by: unknown 3)"
     # ... nor the size of what they publish.
     assert disk.startswith("disk: work/ ") and "products/ 1 published, 0 B (1 of unrecorded" in disk
     assert "published" in table and "group_id" in header
@@ -139,3 +139,18 @@ def test_no_piece_of_a_password_with_an_unescaped_at_reaches_the_error(tmp_path,
     error = capsys.readouterr().err
     assert error.startswith("reconciler: cannot use database postgresql://user:***@")
     assert "pa55" not in error and "w0rd-tail" not in error
+
+
+@pytest.mark.parametrize(
+    ("configured", "installed", "expected"),
+    [("wsclean", True, "wsclean"), ("wsclean", False, "tclean"), ("tclean", True, "tclean")],
+)
+def test_the_demo_images_with_tclean_only_where_wsclean_is_missing(
+    monkeypatch, configured, installed, expected
+):
+    from reconciler import demo
+
+    monkeypatch.setattr(
+        demo.shutil, "which", lambda name: f"/usr/bin/{name}" if installed else None
+    )
+    assert demo.demo_backend(configured) == expected

@@ -228,6 +228,16 @@ BAD_FILES = [
     pytest.param('[paths]\nwork = ""\n', "paths.work must be Path, got ''", id="empty-path"),
     pytest.param("[logging]\nlevel = 10\n", "logging.level must be str, got 10", id="int-for-str"),
     pytest.param(
+        "[imaging]\nmax_smearing_loss = 0.5\n",
+        "imaging.max_smearing_loss must be in [0, 0.5)",
+        id="smearing-budget-too-large",
+    ),
+    pytest.param(
+        "[imaging]\nmax_smearing_loss = -0.01\n",
+        "imaging.max_smearing_loss must be in [0, 0.5)",
+        id="negative-smearing-budget",
+    ),
+    pytest.param(
         "[lease]\nseconds = 20\nheartbeat_seconds = 20\n",
         "lease.heartbeat_seconds (20.0) must be shorter than lease.seconds (20.0)",
         id="heartbeat-equals-lease",
