@@ -4,8 +4,9 @@ side with procrastinate 3.10 and a bare ``FOR UPDATE SKIP LOCKED`` loop.
 The contenders
 --------------
 * project: what a service worker does for an action, minus the child process: claim
-  one action (``queries.claim``) in a ``writing()`` transaction, then mark it done and
-  write its ``action_done`` event in another, as the executor does.
+  through :class:`reconciler.engine.claims.Claims` (a batch when the queue is long and the
+  actions short), then mark the action done with its ``action_done`` event as the executor
+  does for a handler that records nothing.
 * procrastinate: procrastinate 3.10 with an ``async`` task that does nothing, one worker
   per process (concurrency 1, ``wait=False``, its defaults otherwise), jobs deferred in
   batches beforehand. It runs in a virtual environment of its own that this benchmark
@@ -58,9 +59,11 @@ from typing import Any
 import psycopg
 from machine import machine_facts  # benchmarks/machine.py, beside this script
 
+from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import make_engine, writing
+from reconciler.db.engine import make_engine, writing_one
 from reconciler.db.migrate import upgrade
+from reconciler.engine.claims import Claims
 from reconciler.model import ActionKind
 
 PG_ADMIN_URL = os.environ.get("RECONCILER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -89,34 +92,28 @@ def _finished(cpu_started: float) -> None:
 def project_worker(url: str, name: str) -> None:
     """Claim and complete through the project's queue until nothing is left."""
     engine = make_engine(url)
-    kinds = tuple(ActionKind)
+    claims = Claims(
+        engine,
+        owner=name,
+        kinds=tuple(ActionKind),
+        lease_seconds=LEASE_SECONDS,
+        batch=Settings().passes.claim_batch,
+        clock=lambda: datetime.now(UTC),
+    )
     with engine.connect():
         pass
     cpu = _wait_for_go()
-    while True:
-        with writing(engine) as conn:
-            batch = queries.claim(
+    while (action := claims.next()) is not None:
+        started = time.monotonic()
+        with writing_one(engine) as conn:
+            queries.complete(
                 conn,
-                owner=name,
-                kinds=kinds,
+                action,
                 now=datetime.now(UTC),
-                lease_seconds=LEASE_SECONDS,
+                message=f"{action.key.kind} {action.key.target} done in 0.0 s",
+                actor=name,
             )
-        if not batch:
-            break
-        for action in batch:
-            now = datetime.now(UTC)
-            with writing(engine) as conn:
-                queries.complete(conn, action, now=now)
-                queries.record_event(
-                    conn,
-                    "action_done",
-                    f"{action.key.kind} {action.key.target} done in 0.0 s",
-                    at=now,
-                    group_id=action.group_id,
-                    action_id=action.id,
-                    actor=name,
-                )
+        claims.performed(time.monotonic() - started)
     _finished(cpu)
     engine.dispose()
 

@@ -12,7 +12,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.db.models import Action, Event, MosaicGroup, MosaicGroupMember, Observation
@@ -113,24 +124,36 @@ def claim(
     now: datetime,
     lease_seconds: float,
     limit: int = 1,
+    long_queue: int | None = None,
 ) -> list[ClaimedAction]:
-    """Lease up to ``limit`` runnable actions, earliest window first.
+    """Lease up to ``limit`` runnable actions, earliest window first, under one token.
+
+    With ``long_queue``, ``limit`` applies only while at least ``long_queue`` actions are
+    runnable, and one action is leased otherwise: the same statement counts them, so a
+    batch never takes the last few actions other workers could start now.
 
     PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
-    serialises claimers on ``BEGIN IMMEDIATE``. The caller's transaction commits the claim.
+    serialises claimers on ``BEGIN IMMEDIATE``. One statement (:func:`writing_one` will
+    do); the caller's transaction commits the claim.
     """
     kind_names = [str(k) for k in kinds]
     if not kind_names:
         return []
+    runnable = (
+        Action.state == str(ActionState.PENDING),
+        Action.kind.in_(kind_names),
+        or_(Action.not_before.is_(None), Action.not_before <= now),
+    )
+    size: int | ColumnElement[int] = limit
+    if long_queue is not None and limit > 1:
+        waiting = select(Action.id).where(*runnable).limit(long_queue).subquery()
+        count = select(func.count()).select_from(waiting).scalar_subquery()
+        size = case((count >= long_queue, limit), else_=1)
     candidates = (
         select(Action.id)
-        .where(
-            Action.state == str(ActionState.PENDING),
-            Action.kind.in_(kind_names),
-            or_(Action.not_before.is_(None), Action.not_before <= now),
-        )
+        .where(*runnable)
         .order_by(Action.priority, Action.id)
-        .limit(limit)
+        .limit(size)
         .with_for_update(skip_locked=True)
     )
     token = str(uuid.uuid4())
@@ -187,18 +210,28 @@ def _held(action: ClaimedAction):
 def heartbeat(
     conn: Connection, action: ClaimedAction, *, now: datetime, lease_seconds: float
 ) -> bool:
-    """Extend the lease; False means it was lost (expired and reclaimed by someone else)."""
+    """Extend the lease of ``action`` and of every action claimed with it that is still
+    held (a batch shares one token); False means ``action``'s lease was lost (expired and
+    reclaimed by someone else)."""
     result = conn.execute(
         update(Action)
-        .where(_held(action))
+        .where(Action.lease_token == action.token, Action.state == str(ActionState.RUNNING))
         .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Action.id)
     )
-    return result.rowcount == 1
+    return action.id in set(result.scalars())
 
 
-def complete(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
-    """Mark a held action done. False means the lease was lost and nothing was written."""
-    result = conn.execute(
+def complete(
+    conn: Connection, action: ClaimedAction, *, now: datetime, message: str, actor: str | None
+) -> bool:
+    """Mark a held action done and append its ``action_done`` event with ``message``.
+
+    False means the lease was lost and nothing was written. On PostgreSQL this is one
+    statement (the event is written by a data-modifying ``WITH``), fit for
+    :func:`writing_one`; on SQLite, two in the caller's transaction.
+    """
+    done = (
         update(Action)
         .where(_held(action))
         .values(
@@ -211,7 +244,27 @@ def complete(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
             version=Action.version + 1,
         )
     )
-    return result.rowcount == 1
+    event = {
+        "at": now,
+        "kind": "action_done",
+        "message": message,
+        "group_id": action.group_id,
+        "action_id": action.id,
+        "actor": actor,
+    }
+    if conn.dialect.name != "postgresql":
+        if conn.execute(done).rowcount != 1:
+            return False
+        conn.execute(insert(Event), event)
+        return True
+    marked = done.returning(Action.id).cte("done")
+    values = [literal(v, Event.__table__.c[k].type).label(k) for k, v in event.items()]
+    stmt = (
+        insert(Event)
+        .from_select(list(event), select(*values).select_from(marked))
+        .returning(Event.id)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def fail(
@@ -261,6 +314,29 @@ def release(conn: Connection, action: ClaimedAction, *, now: datetime) -> bool:
         )
     )
     return result.rowcount == 1
+
+
+def release_unstarted(conn: Connection, actions: Sequence[ClaimedAction]) -> int:
+    """Give back actions leased in a batch and never started: pending again, the attempt
+    not counted, no event (nothing happened to them). Returns how many were still held."""
+    if not actions:
+        return 0
+    tokens = {a.token for a in actions}
+    result = conn.execute(
+        update(Action)
+        .where(
+            Action.id.in_([a.id for a in actions]),
+            Action.lease_token.in_(sorted(tokens)),
+            Action.state == str(ActionState.RUNNING),
+        )
+        .values(
+            **_NO_LEASE,
+            state=str(ActionState.PENDING),
+            attempts=case((Action.attempts > 0, Action.attempts - 1), else_=0),
+            version=Action.version + 1,
+        )
+    )
+    return result.rowcount
 
 
 @dataclass(frozen=True)
