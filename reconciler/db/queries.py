@@ -2,7 +2,8 @@
 
 Every statement about a claimed action is conditional on its lease token and checks the
 row count, so a worker that lost its lease can never overwrite the new holder's work.
-Round trips are the cost of a queue: each function here is one or two statements.
+Round trips are the cost of a queue: each function here is one or two statements, and the
+claim and the completion, sent for every action, are built once and only bound.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Insert,
+    Integer,
+    String,
+    Text,
+    Update,
     and_,
+    bindparam,
     case,
     func,
     insert,
@@ -27,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.db.models import Action, Event, MosaicGroup, MosaicGroupMember, Observation
+from reconciler.db.types import UTCDateTime
 from reconciler.model import ActionKey, ActionKind, ActionSpec, ActionState, ClaimedAction
 from reconciler.retry import GiveUp, RetryLater
 
@@ -116,6 +124,58 @@ def _key_matches(key: ActionKey):
     )
 
 
+def _claim_statement(*, batching: bool) -> Update:
+    """The claim as one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``,
+    built once: a claim only binds its parameters (owner, token, now, expires, kinds, limit,
+    and long_queue when ``batching``)."""
+    now = bindparam("now", type_=UTCDateTime())
+    runnable = (
+        Action.state == str(ActionState.PENDING),
+        Action.kind.in_(bindparam("kinds", expanding=True)),
+        or_(Action.not_before.is_(None), Action.not_before <= now),
+    )
+    size: ColumnElement[int] = bindparam("limit", type_=Integer())
+    if batching:
+        long_queue = bindparam("long_queue", type_=Integer())
+        waiting = select(Action.id).where(*runnable).limit(long_queue).subquery()
+        count = select(func.count()).select_from(waiting).scalar_subquery()
+        size = case((count >= long_queue, size), else_=1)
+    candidates = (
+        select(Action.id)
+        .where(*runnable)
+        .order_by(Action.priority, Action.id)
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(Action)
+        .where(Action.id.in_(candidates.scalar_subquery()))
+        .values(
+            state=str(ActionState.RUNNING),
+            lease_owner=bindparam("owner"),
+            lease_token=bindparam("token"),
+            lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+            heartbeat_at=now,
+            started_at=now,
+            attempts=Action.attempts + 1,
+            version=Action.version + 1,
+        )
+        .returning(
+            Action.id,
+            Action.kind,
+            Action.target,
+            Action.generation,
+            Action.group_id,
+            Action.attempts,
+            Action.priority,
+        )
+    )
+
+
+_CLAIM_ONE = _claim_statement(batching=False)
+_CLAIM_BATCH = _claim_statement(batching=True)
+
+
 def claim(
     conn: Connection,
     *,
@@ -139,47 +199,17 @@ def claim(
     kind_names = [str(k) for k in kinds]
     if not kind_names:
         return []
-    runnable = (
-        Action.state == str(ActionState.PENDING),
-        Action.kind.in_(kind_names),
-        or_(Action.not_before.is_(None), Action.not_before <= now),
-    )
-    size: int | ColumnElement[int] = limit
-    if long_queue is not None and limit > 1:
-        waiting = select(Action.id).where(*runnable).limit(long_queue).subquery()
-        count = select(func.count()).select_from(waiting).scalar_subquery()
-        size = case((count >= long_queue, limit), else_=1)
-    candidates = (
-        select(Action.id)
-        .where(*runnable)
-        .order_by(Action.priority, Action.id)
-        .limit(size)
-        .with_for_update(skip_locked=True)
-    )
     token = str(uuid.uuid4())
-    stmt = (
-        update(Action)
-        .where(Action.id.in_(candidates.scalar_subquery()))
-        .values(
-            state=str(ActionState.RUNNING),
-            lease_owner=owner,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            heartbeat_at=now,
-            started_at=now,
-            attempts=Action.attempts + 1,
-            version=Action.version + 1,
-        )
-        .returning(
-            Action.id,
-            Action.kind,
-            Action.target,
-            Action.generation,
-            Action.group_id,
-            Action.attempts,
-            Action.priority,
-        )
-    )
+    batching = long_queue is not None and limit > 1
+    params = {
+        "owner": owner,
+        "token": token,
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
+        "kinds": kind_names,
+        "limit": limit,
+        "long_queue": long_queue,
+    }
     claimed = [
         ClaimedAction(
             id=row.id,
@@ -190,7 +220,7 @@ def claim(
             token=token,
             priority=row.priority,
         )
-        for row in conn.execute(stmt)
+        for row in conn.execute(_CLAIM_BATCH if batching else _CLAIM_ONE, params)
     ]
     return sorted(claimed, key=lambda c: (c.priority, c.id))
 
@@ -222,18 +252,18 @@ def heartbeat(
     return action.id in set(result.scalars())
 
 
-def complete(
-    conn: Connection, action: ClaimedAction, *, now: datetime, message: str, actor: str | None
-) -> bool:
-    """Mark a held action done and append its ``action_done`` event with ``message``.
-
-    False means the lease was lost and nothing was written. On PostgreSQL this is one
-    statement (the event is written by a data-modifying ``WITH``), fit for
-    :func:`writing_one`; on SQLite, two in the caller's transaction.
-    """
+def _completion_statements() -> tuple[Update, Insert, Insert]:
+    """Marking a held action done, its ``action_done`` event, and both in one statement
+    (a data-modifying ``WITH``, PostgreSQL only); built once, bound per completion with
+    action_id, token, now, message, event_group_id and actor."""
+    now = bindparam("now", type_=UTCDateTime())
     done = (
         update(Action)
-        .where(_held(action))
+        .where(
+            Action.id == bindparam("action_id"),
+            Action.lease_token == bindparam("token"),
+            Action.state == str(ActionState.RUNNING),
+        )
         .values(
             **_NO_LEASE,
             state=str(ActionState.DONE),
@@ -246,25 +276,48 @@ def complete(
     )
     event = {
         "at": now,
-        "kind": "action_done",
-        "message": message,
-        "group_id": action.group_id,
-        "action_id": action.id,
-        "actor": actor,
+        "kind": literal("action_done"),
+        "message": bindparam("message", type_=Text()),
+        # Named unlike any column of actions: an UPDATE would take such a key as a SET.
+        "group_id": bindparam("event_group_id", type_=Integer()),
+        "actor": bindparam("actor", type_=String()),
     }
-    if conn.dialect.name != "postgresql":
-        if conn.execute(done).rowcount != 1:
-            return False
-        conn.execute(insert(Event), event)
-        return True
+    event_alone = insert(Event).values(**event, action_id=bindparam("action_id"))
     marked = done.returning(Action.id).cte("done")
-    values = [literal(v, Event.__table__.c[k].type).label(k) for k, v in event.items()]
-    stmt = (
+    columns = [value.label(name) for name, value in event.items()]
+    both = (
         insert(Event)
-        .from_select(list(event), select(*values).select_from(marked))
+        .from_select([*event, "action_id"], select(*columns, marked.c.id).select_from(marked))
         .returning(Event.id)
     )
-    return conn.execute(stmt).first() is not None
+    return done, event_alone, both
+
+
+_DONE, _DONE_EVENT, _DONE_WITH_EVENT = _completion_statements()
+
+
+def complete(
+    conn: Connection, action: ClaimedAction, *, now: datetime, message: str, actor: str | None
+) -> bool:
+    """Mark a held action done and append its ``action_done`` event with ``message``.
+
+    False means the lease was lost and nothing was written. On PostgreSQL this is one
+    statement, fit for :func:`writing_one`; on SQLite, two in the caller's transaction.
+    """
+    params = {
+        "action_id": action.id,
+        "token": action.token,
+        "now": now,
+        "message": message,
+        "event_group_id": action.group_id,
+        "actor": actor,
+    }
+    if conn.dialect.name == "postgresql":
+        return conn.execute(_DONE_WITH_EVENT, params).first() is not None
+    if conn.execute(_DONE, params).rowcount != 1:
+        return False
+    conn.execute(_DONE_EVENT, params)
+    return True
 
 
 def fail(
