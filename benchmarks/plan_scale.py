@@ -1,5 +1,4 @@
-"""Scale benchmark: does a reconcile pass stay fast as history piles up, and how fast does
-the action queue drain?
+"""Scale benchmark: does a reconcile pass stay fast as history piles up?
 
 What is built
 -------------
@@ -29,19 +28,14 @@ five minutes after the data.
   ``queries.complete``, which writes the ``action_done`` event too (no child process).
   One backing-off convert action is put back to pending, outside the timed region, before
   every repeat; each repeat must claim exactly it and write nothing else.
-* throughput (PostgreSQL only, on the largest scale's database): ``--throughput-actions``
-  pending no-op actions are drained by 1 and 4 worker processes, each with its own engine,
-  looping ``queries.claim`` (limit 1 or 10) and ``queries.complete`` per action, each in its
-  own ``writing_one()`` transaction (``benchmarks/queue_throughput.py`` compares the
-  service's own claims with procrastinate and a bare loop). Afterwards every action must
-  be done, and the per-worker logs must show no action claimed twice.
+The queue's throughput is ``benchmarks/queue_throughput.py``'s to measure.
 
 Figures are medians and 90th percentiles over ``--repeats`` passes after ``--warmups``.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/plan_scale.py [--backends sqlite,postgresql]
-        [--scales week,month,year] [--repeats 40] [--throughput-actions 20000]
+        [--scales week,month,year] [--repeats 40]
 
 ``RECONCILER_BENCH_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``) names the
 PostgreSQL database used to create and drop the benchmark's own databases. Figures are
@@ -54,7 +48,6 @@ import argparse
 import bisect
 import gc
 import json
-import multiprocessing as mp
 import os
 import random
 import statistics
@@ -72,11 +65,11 @@ from typing import Any
 
 import psycopg
 from machine import machine_facts  # benchmarks/machine.py, beside this script
-from sqlalchemy import Connection, Engine, event, func, select, update
+from sqlalchemy import Connection, Engine, event, update
 
 from reconciler.config import PathSettings, Settings
 from reconciler.db import queries
-from reconciler.db.engine import make_engine, reading, writing, writing_one
+from reconciler.db.engine import make_engine, writing, writing_one
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action
 from reconciler.engine.registry import ActionHandler, ActionRegistry
@@ -1057,161 +1050,6 @@ def measure_claim(
     return _samples(seconds, per_repeat)
 
 
-# --- throughput ---------------------------------------------------------------------------
-
-
-BENCH_TARGET_PREFIX = "obs:bench-"
-
-
-def drain_queue(
-    url: str,
-    owner: str,
-    limit: int,
-    now: datetime,
-    log_path: str,
-    barrier: Any,
-    results: Any,
-) -> None:
-    """Worker process: claim (``limit`` at a time) and complete until nothing is left.
-
-    Writes every claimed id to ``log_path`` and puts a summary on ``results``.
-    """
-    engine = make_engine(url)
-    kinds = tuple(ActionKind)
-    with engine.connect():
-        pass
-    claimed = completed = 0
-    barrier.wait()
-    with open(log_path, "w") as log:
-        while True:
-            with writing(engine) as conn:
-                batch = queries.claim(
-                    conn, owner=owner, kinds=kinds, now=now, lease_seconds=600, limit=limit
-                )
-            if not batch:
-                break
-            for action in batch:
-                log.write(f"{action.id}\n")
-                with writing_one(engine) as conn:
-                    completed += queries.complete(
-                        conn, action, now=now, message="done in 0.0 s", actor=owner
-                    )
-            claimed += len(batch)
-    results.put({"owner": owner, "claimed": claimed, "completed": completed, "end": time.time()})
-    engine.dispose()
-
-
-def _fill_queue(engine: Engine, n: int, now: datetime) -> None:
-    """Replace the benchmark's actions with ``n`` fresh pending ones; VACUUM ANALYZE."""
-    kinds = [str(k) for k in OBSERVATION_KINDS]
-    start = now.replace(tzinfo=None) - timedelta(days=1)
-    rows = [
-        (kinds[i % 3], f"{BENCH_TARGET_PREFIX}{i:06d}", 0, start + timedelta(seconds=i), now)
-        for i in range(n)
-    ]
-    with writing(engine) as conn:
-        conn.execute(Action.__table__.delete().where(Action.target.startswith(BENCH_TARGET_PREFIX)))
-    raw = engine.raw_connection()
-    try:
-        with raw.driver_connection.cursor() as cursor:
-            columns = "kind, target, generation, priority, created_at"
-            with cursor.copy(f"COPY actions ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        raw.commit()
-    finally:
-        raw.close()
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-            "VACUUM ANALYZE actions"
-        )
-
-
-def _drain_with(url: str, workers: int, limit: int, now: datetime, workdir: Path) -> dict:
-    context = mp.get_context("spawn")
-    barrier = context.Barrier(workers + 1)
-    results = context.Queue()
-    logs = [workdir / f"worker{limit}_{workers}_{i}.log" for i in range(workers)]
-    processes = [
-        context.Process(
-            target=drain_queue,
-            args=(url, f"bench-worker-{i}", limit, now, str(log), barrier, results),
-        )
-        for i, log in enumerate(logs)
-    ]
-    for process in processes:
-        process.start()
-    barrier.wait(timeout=120)
-    started = time.time()
-    summaries = [results.get(timeout=1800) for _ in processes]
-    for process in processes:
-        process.join()
-    ids = [int(line) for log in logs for line in log.read_text().split()]
-    for log in logs:
-        log.unlink()
-    return {
-        "seconds": max(s["end"] for s in summaries) - started,
-        "claimed": sum(s["claimed"] for s in summaries),
-        "completed": sum(s["completed"] for s in summaries),
-        "per_worker": [s["claimed"] for s in summaries],
-        "ids": ids,
-    }
-
-
-def _verify_drained(engine: Engine, run: dict, n: int) -> None:
-    """Every action done, claimed once by one worker, completed once."""
-    with reading(engine) as conn:
-        states = dict(
-            conn.execute(
-                select(Action.state, func.count())
-                .where(Action.target.startswith(BENCH_TARGET_PREFIX))
-                .group_by(Action.state)
-            ).all()
-        )
-    ids = run["ids"]
-    problems = []
-    if states != {str(ActionState.DONE): n}:
-        problems.append(f"states {states}")
-    if len(ids) != n or len(set(ids)) != n:
-        problems.append(f"{len(ids)} claims of {len(set(ids))} distinct ids")
-    if run["completed"] != n:
-        problems.append(f"{run['completed']} completions")
-    if problems:
-        raise RuntimeError(f"queue not drained exactly once: {'; '.join(problems)}")
-
-
-def measure_throughput(
-    engine: Engine, url: str, n: int, now: datetime, workdir: Path
-) -> list[dict[str, Any]]:
-    """Claim-and-complete rates of 1 and 4 worker processes, claiming 1 and 10 at a time."""
-    runs = []
-    for limit in (1, 10):
-        for workers in (1, 4):
-            _fill_queue(engine, n, now)
-            run = _drain_with(url, workers, limit, now, workdir)
-            _verify_drained(engine, run, n)
-            rate = n / run["seconds"]
-            print(
-                f"  {workers} worker(s), claim limit {limit:2d}: {rate:7.0f} actions/s "
-                f"({run['seconds']:.1f} s; per worker {run['per_worker']}); verified",
-                flush=True,
-            )
-            runs.append(
-                {
-                    "workers": workers,
-                    "claim_limit": limit,
-                    "actions": n,
-                    "seconds": round(run["seconds"], 3),
-                    "actions_per_second": round(rate, 1),
-                    "per_worker": run["per_worker"],
-                    "verified_exactly_once": True,
-                }
-            )
-    with writing(engine) as conn:
-        conn.execute(Action.__table__.delete().where(Action.target.startswith(BENCH_TARGET_PREFIX)))
-    return runs
-
-
 # --- driver -------------------------------------------------------------------------------
 
 
@@ -1235,9 +1073,9 @@ def _print_samples(label: str, samples: Samples) -> None:
 
 
 def bench_database(
-    backend: str, scale: str, args: argparse.Namespace, workdir: Path, throughput: bool
+    backend: str, scale: str, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
-    """Fill one database, measure the passes (and the queue, if asked); drop it."""
+    """Fill one database, measure the passes; drop it."""
     started = time.perf_counter()
     history = build_history(scale)
     built = time.perf_counter() - started
@@ -1286,15 +1124,6 @@ def bench_database(
                 "idle_parts_median_ms": parts,
                 "claim_pass": claim.summary(),
             }
-            if throughput:
-                print(
-                    f"throughput on {backend} {scale} history + "
-                    f"{args.throughput_actions:,} no-op actions:",
-                    flush=True,
-                )
-                result["throughput"] = measure_throughput(
-                    engine, url, args.throughput_actions, history.now, workdir
-                )
             return result
         finally:
             engine.dispose()
@@ -1316,9 +1145,7 @@ def _ratios(results: dict[str, dict[str, dict[str, Any]]], scales: list[str]) ->
 
 
 def _targets(
-    results: dict[str, dict[str, dict[str, Any]]],
-    ratios: dict[str, Any],
-    throughput: list[dict[str, Any]] | None,
+    results: dict[str, dict[str, dict[str, Any]]], ratios: dict[str, Any]
 ) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for backend, by_scale in results.items():
@@ -1329,11 +1156,6 @@ def _targets(
             )
         if backend in ratios:
             targets[f"{backend}_ratio_under_1.5"] = all(r < 1.5 for r in ratios[backend].values())
-    for run in throughput or ():
-        if run["workers"] == 4:
-            name = f"four_workers_claim_limit_{run['claim_limit']}"
-            targets[f"{name}_at_least_500_per_s"] = run["actions_per_second"] >= 500
-            targets[f"{name}_at_least_1000_per_s"] = run["actions_per_second"] >= 1000
     return targets
 
 
@@ -1343,12 +1165,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scales", default=",".join(SCALE_DAYS))
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--warmups", type=int, default=5)
-    parser.add_argument(
-        "--throughput-actions",
-        type=int,
-        default=20_000,
-        help="pending no-op actions drained per throughput run (0: skip the throughput part)",
-    )
     return parser
 
 
@@ -1370,21 +1186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     scales = _split(args.scales, SCALE_DAYS, "scale")
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    throughput = None
     with tempfile.TemporaryDirectory(prefix="plan_scale_") as tmp:
         workdir = Path(tmp)
         for backend in backends:
             for scale in scales:
-                wants_queue = (
-                    backend == "postgresql" and scale == scales[-1] and args.throughput_actions > 0
+                results.setdefault(backend, {})[scale] = bench_database(
+                    backend, scale, args, workdir
                 )
-                result = bench_database(backend, scale, args, workdir, wants_queue)
-                throughput = result.pop("throughput", throughput)
-                results.setdefault(backend, {})[scale] = result
     ratios = _ratios(results, scales)
     for backend, values in ratios.items():
         print(f"{backend}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
-    targets = _targets(results, ratios, throughput)
+    targets = _targets(results, ratios)
     for name, met in targets.items():
         print(f"target {name}: {'met' if met else 'MISSED'}")
     total = time.perf_counter() - started
@@ -1398,12 +1210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmups": args.warmups,
         "passes": results,
         "ratios": ratios,
-        "throughput": {
-            "database": f"postgresql {scales[-1]} history",
-            "runs": throughput,
-        }
-        if throughput
-        else None,
         "targets": targets,
         "seconds": round(total, 1),
     }
