@@ -865,7 +865,12 @@ class Sent:
     @property
     def is_write(self) -> bool:
         """True for INSERT, UPDATE and DELETE."""
-        return self.statement.lstrip().upper().startswith(WRITE_VERBS)
+        words = self.statement.split()
+        verb = words[0].upper() if words else ""
+        # A data-modifying WITH (the completion and its event on PostgreSQL) writes too.
+        return verb in WRITE_VERBS or (
+            verb == "WITH" and any(w.upper() in WRITE_VERBS for w in words)
+        )
 
 
 class StatementLog:
