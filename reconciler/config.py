@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from reconciler.errors import ConfigError
-from reconciler.model import DecidePolicy, RetryPolicy, Site
+from reconciler.model import DecidePolicy, RetryPolicy, ScanPolicy, Site
 
 DEFAULT_CONFIG = Path("config") / "reconciler.toml"
 #: The configuration directory shipped with the code.
@@ -75,6 +75,27 @@ class DiscoverySettings:
     expected_subbands: int = 16
     min_subbands: int = 16
     grace_minutes: float = 10.0
+    #: Directories whose contents changed within this many hours are looked at every pass.
+    recent_hours: float = 24.0
+    #: Every directory's mtime is looked at this often (a late file in an old directory).
+    sweep_minutes: float = 10.0
+    #: Every file is compared with its row this often (the safety net; also a service's
+    #: first pass on a root no pass has resynchronised).
+    resync_hours: float = 24.0
+    #: Files written within this many minutes are stat'd every pass (they may be growing).
+    settle_minutes: float = 30.0
+    #: Use the kernel's file events (inotify) to look at touched directories at once.
+    watch: bool = True
+
+    @property
+    def scan(self) -> ScanPolicy:
+        """How much of the incoming tree a pass looks at, as discovery's policy value."""
+        return ScanPolicy(
+            recent=timedelta(hours=self.recent_hours),
+            sweep=timedelta(minutes=self.sweep_minutes),
+            resync=timedelta(hours=self.resync_hours),
+            settle=timedelta(minutes=self.settle_minutes),
+        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,24 @@ class VerificationSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """What work/ gives back. An observation's intermediates (converted and calibrated MS,
+    image tile) are removed ``keep_hours`` after every window holding it was settled
+    (published, failed, insufficient, cancelled or invalid), at most ``max_per_pass`` of
+    each kind a pass; ``intermediates = false`` keeps them. Action logs and the CASA log
+    are rotated at ``log_max_mb`` (``log_keep`` old CASA logs kept), and action logs not
+    written for ``log_days`` days are removed. Raw files and published products are never
+    removed."""
+
+    intermediates: bool = True
+    keep_hours: float = 24.0
+    max_per_pass: int = 100
+    log_max_mb: float = 20.0
+    log_keep: int = 3
+    log_days: float = 30.0
+
+
+@dataclass(frozen=True)
 class ActionSettings:
     """``timeout_seconds`` bounds one child process running one action; ``registry`` names
     the ``"module:function"`` that returns the action handlers (the product's by default)."""
@@ -196,6 +235,7 @@ class Settings:
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: str = "built-in defaults"
@@ -323,6 +363,10 @@ def _validate(s: Settings, label: str) -> None:
         "schedule.interval_seconds": s.schedule.interval_seconds,
         "discovery.expected_subbands": s.discovery.expected_subbands,
         "discovery.min_subbands": s.discovery.min_subbands,
+        "discovery.recent_hours": s.discovery.recent_hours,
+        "discovery.sweep_minutes": s.discovery.sweep_minutes,
+        "discovery.resync_hours": s.discovery.resync_hours,
+        "discovery.settle_minutes": s.discovery.settle_minutes,
         "pass.max_actions": s.passes.max_actions,
         "pass.max_seconds": s.passes.max_seconds,
         "pass.workers": s.passes.workers,
@@ -345,6 +389,9 @@ def _validate(s: Settings, label: str) -> None:
         "tiling.max_in_flight": s.tiling.max_in_flight,
         "tiling.late_lookback_hours": s.tiling.late_lookback_hours,
         "verification.max_per_pass": s.verification.max_per_pass,
+        "retention.max_per_pass": s.retention.max_per_pass,
+        "retention.log_max_mb": s.retention.log_max_mb,
+        "retention.log_days": s.retention.log_days,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):
@@ -356,6 +403,8 @@ def _validate(s: Settings, label: str) -> None:
         "discovery.grace_minutes": s.discovery.grace_minutes,
         "imaging.threshold_jy": s.imaging.threshold_jy,
         "verification.interval_hours": s.verification.interval_hours,
+        "retention.keep_hours": s.retention.keep_hours,
+        "retention.log_keep": s.retention.log_keep,
     }
     for key, value in not_negative.items():
         if not (math.isfinite(value) and value >= 0):

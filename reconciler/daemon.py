@@ -82,12 +82,14 @@ def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
     if not _wait_for_database(reconciler, stop, trouble):
         return
     log.info("service %s started (%s)", reconciler.owner, _schedule_text(settings))
+    reconciler.watch_incoming()
     scheduler.start()
     try:
         while not stop.wait(0.5):
             pass
     finally:
         scheduler.shutdown(wait=True)
+        reconciler.stop_watching()
         logging.getLogger("apscheduler.scheduler").removeFilter(skipped_runs)
         log.info("service %s stopped", reconciler.owner)
 

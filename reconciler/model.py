@@ -245,6 +245,21 @@ class Site:
 
 
 @dataclass(frozen=True)
+class ScanPolicy:
+    """How much of the incoming tree a discovery pass looks at (:mod:`reconciler.discover`).
+
+    ``recent``: directories changed within it are looked at every pass. ``sweep``: how often
+    every directory is. ``resync``: how often every file is. ``settle``: files written
+    within it are stat'd every pass.
+    """
+
+    recent: timedelta = timedelta(hours=24)
+    sweep: timedelta = timedelta(minutes=10)
+    resync: timedelta = timedelta(hours=24)
+    settle: timedelta = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
 class DecidePolicy:
     """Knobs of the pure core (from the configuration).
 

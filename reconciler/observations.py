@@ -72,6 +72,8 @@ class Assessment:
     problem: str | None
     first_seen: datetime
     used: frozenset[int]
+    #: When the verdict changes by itself (the end of the grace period it waits on).
+    judge_again_at: datetime | None = None
 
 
 def cluster_by_start(members: Iterable[RawMember], tolerance: timedelta) -> list[list[RawMember]]:
@@ -119,7 +121,8 @@ def assess(
         Key and start from the earliest data start, end from the latest data end;
         ``n_subbands`` counts distinct subbands consistent with the rest and on disk;
         ``problem`` names every excluded file and says why the observation is not (fully)
-        ready, or is None when there is nothing to say.
+        ready, or is None when there is nothing to say; ``judge_again_at`` is the deadline
+        while it waits for missing subbands (only then does time alone change the verdict).
     """
     used, problems = _consistent(members, policy)
     problems[:0] = list(unreadable)
@@ -132,6 +135,7 @@ def assess(
     absent = ", ".join(f"sb{s:02d}" for s in range(policy.expected_subbands) if s not in present)
     count = f"{len(present)}/{policy.expected_subbands} subbands"
     deadline = first_seen + policy.grace
+    waiting = False
     if gone:
         ready = False
         problems.append(f"raw file{'s' if len(gone) > 1 else ''} vanished: {', '.join(gone)}")
@@ -139,6 +143,7 @@ def assess(
         ready = True
     elif now < deadline:
         ready = False
+        waiting = True
         problems.append(f"{count} (missing {absent}); waiting until {_clock(deadline, now)}")
     elif len(present) >= policy.min_subbands:
         ready = True
@@ -156,6 +161,7 @@ def assess(
         problem="; ".join(problems) or None,
         first_seen=first_seen,
         used=frozenset(m.id for m in used),
+        judge_again_at=deadline if waiting else None,
     )
 
 

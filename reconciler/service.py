@@ -35,10 +35,11 @@ from reconciler.engine.execute import ActionReport, Executor
 from reconciler.engine.registry import ActionRegistry
 from reconciler.engine.runner import remove_orphaned_scratch
 from reconciler.errors import describe
+from reconciler.io.watch import ChangeHints, IncomingWatcher
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
 from reconciler.observe import ObservedGroup, Snapshot, observe
-from reconciler.retention import remove_published_staging
+from reconciler.retention import Retention, remove_published_staging
 from reconciler.sky import TransitFinder, transit_finder
 from reconciler.verify import VerifyReport, verify_published
 
@@ -73,6 +74,7 @@ class PassReport:
     wanting: WantReport | None = None
     verification: VerifyReport | None = None
     staging_removed: int = 0
+    intermediates_removed: int = 0
     actions: list[ActionReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -119,6 +121,9 @@ class Reconciler:
         #: Leftovers of dead attempts may exist: at start, and after a reclaim or a failure.
         self._leftovers_possible = True
         self._statistics_at: float | None = None
+        self._retention = Retention()
+        #: The kernel's file events on the incoming tree, once :meth:`watch_incoming` is called.
+        self.watcher: IncomingWatcher | None = None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -166,6 +171,7 @@ class Reconciler:
         report.staging_removed = remove_published_staging(
             self.engine, self.settings, now=self.clock()
         )
+        report.intermediates_removed = self.retain()
         workers = self.settings.passes.workers
         if workers == 1:
             self._work(stop, budget, report)
@@ -214,10 +220,40 @@ class Reconciler:
             min_subbands=d.min_subbands,
             expected_subbands=d.expected_subbands,
         )
-        found = discover(self.engine, self.settings.paths.incoming, now=self.clock(), policy=policy)
+        hints = self.watcher.drain() if self.watcher is not None else ChangeHints()
+        try:
+            found = discover(
+                self.engine,
+                self.settings.paths.incoming,
+                now=self.clock(),
+                policy=policy,
+                scan=d.scan,
+                hints=hints,
+            )
+        except BaseException:
+            if self.watcher is not None:
+                self.watcher.put_back(hints)
+            raise
         for path, error in found.errors.items():
             log.warning("raw file %s skipped: %s", path, error)
         return found
+
+    def retain(self, *, force: bool = False) -> int:
+        """Give back disk: remove the intermediates no window needs any more (every
+        ``retention.LOOK_EVERY``, or now with ``force``); returns how many were removed."""
+        return self._retention.run(self.engine, self.settings, now=self.clock(), force=force)
+
+    def watch_incoming(self) -> None:
+        """Receive the kernel's file events on the incoming tree from now on (when
+        ``discovery.watch``): touched directories are looked at by the next pass."""
+        if self.settings.discovery.watch and self.watcher is None:
+            self.watcher = IncomingWatcher(self.settings.paths.incoming)
+
+    def stop_watching(self) -> None:
+        """Stop receiving file events."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def _wake_for_new_data(self, found: DiscoveryReport) -> None:
         """Parked groups whose window got new or changed observations are observed again:

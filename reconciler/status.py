@@ -1,4 +1,4 @@
-"""Read-only reports for people: the status table, the event history, the plan."""
+"""Read-only reports for people: the status table, the event history, the plan, the disk."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
-from reconciler.db.models import Event, Image
+from reconciler.config import Settings
+from reconciler.db.models import Event, Image, RegistryEntry
 from reconciler.db.types import UTCDateTime
+from reconciler.io.usage import free_bytes, tree_bytes
 from reconciler.model import Plan
 from reconciler.observe import Snapshot
 
@@ -48,6 +50,83 @@ def images_by_backend(conn: Connection) -> dict[str, int]:
     """How many image tiles each imager made (``unknown``: recorded before it was kept)."""
     rows = conn.execute(select(Image.backend, func.count()).group_by(Image.backend))
     return {backend or "unknown": count for backend, count in sorted(rows, key=str)}
+
+
+#: The parts of work/ reported apart: what the steps write there.
+WORK_PARTS = ("ms", "calibrated", "caltables", "images", "staging", "logs")
+
+
+def disk_usage(conn: Connection, settings: Settings) -> dict[str, Any]:
+    """Bytes used under work/ (by part; walked, and kept small by retention) and in the
+    published products (from the registry: what publish recorded), and bytes free on each
+    root's filesystem."""
+    work = settings.paths.work
+    parts = {part: tree_bytes(work / part) for part in WORK_PARTS}
+    total = tree_bytes(work)
+    published = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(RegistryEntry.size_bytes), 0),
+            func.count(RegistryEntry.size_bytes),
+        ).where(RegistryEntry.status == "published")
+    ).one()
+    return {
+        "work": {
+            "path": str(work),
+            "bytes": total,
+            "parts": {**parts, "other": total - sum(parts.values())},
+            "free_bytes": free_bytes(work),
+        },
+        "products": {
+            "path": str(settings.paths.products),
+            "published": published[0],
+            "published_bytes": int(published[1]),
+            "size_unknown": published[0] - published[2],
+            "free_bytes": free_bytes(settings.paths.products),
+        },
+    }
+
+
+def disk_line(usage: dict[str, Any]) -> str:
+    """One line of :func:`disk_usage` for the status header."""
+    work, products = usage["work"], usage["products"]
+    parts = ", ".join(f"{name} {_size(n)}" for name, n in work["parts"].items() if n)
+    unknown = (
+        f" ({products['size_unknown']} of unrecorded size)" if products["size_unknown"] else ""
+    )
+    return (
+        f"disk: work/ {_size(work['bytes'])}{f' ({parts})' if parts else ''}, "
+        f"{_size(work['free_bytes'])} free; products/ {products['published']} published, "
+        f"{_size(products['published_bytes'])}{unknown}, {_size(products['free_bytes'])} free"
+    )
+
+
+def disk_report(usage: dict[str, Any]) -> str:
+    """:func:`disk_usage` as a few lines."""
+    work, products = usage["work"], usage["products"]
+    lines = [
+        f"work/      {work['path']}: {_size(work['bytes'])} used, {_size(work['free_bytes'])} free"
+    ]
+    lines += [f"  {name:<12}{_size(n):>10}" for name, n in work["parts"].items()]
+    unknown = products["size_unknown"]
+    lines.append(
+        f"products/  {products['path']}: {products['published']} published, "
+        f"{_size(products['published_bytes'])}"
+        + (f" ({unknown} of unrecorded size)" if unknown else "")
+        + f", {_size(products['free_bytes'])} free"
+    )
+    return "\n".join(lines)
+
+
+def _size(n: float | None) -> str:
+    """Bytes for people: 1.2 GB."""
+    if n is None:
+        return "?"
+    units = ("B", "kB", "MB", "GB", "TB")
+    power = 0
+    while n >= 1000 and power < len(units) - 1:
+        n, power = n / 1000, power + 1
+    return f"{n:.0f} B" if power == 0 else f"{n:.1f} {units[power]}"
 
 
 def event_rows(

@@ -16,6 +16,7 @@ EXAMPLES = {
     "  reconciler request --new-version 3     # re-mosaic a published group (late data)",
     "transits": "reconciler transits 0834+555 --start 2025-03-01 --end 2025-03-04 --json",
     "status": "reconciler status --json",
+    "disk": "reconciler disk --json",
     "events": "reconciler events --group 3 --limit 20",
     "plan": "reconciler plan",
     "retry": "reconciler retry 3",
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", "one line per mosaic group: phase, progress, next action, errors")
     status.add_argument("--active", action="store_true", help="hide published/cancelled groups")
     status.add_argument("--json", action="store_true", help="print JSON")
+    disk = add("disk", "disk used under work/ (by part) and by published products, and free")
+    disk.add_argument("--json", action="store_true", help="print JSON")
     events = add("events", "the event history, oldest first")
     events.add_argument("--group", type=int, help="only this group's events")
     events.add_argument("--limit", type=int, default=50, help="newest N events (default 50)")

@@ -32,6 +32,9 @@ from reconciler.service import Reconciler
 from reconciler.sky import transit_finder
 from reconciler.status import (
     STATUS_COLUMNS,
+    disk_line,
+    disk_report,
+    disk_usage,
     event_rows,
     images_by_backend,
     jsonable,
@@ -206,13 +209,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with reading(engine) as conn:
         rows = status_rows(conn, include_final=not args.active)
         made = images_by_backend(conn)
+        usage = None if args.json else disk_usage(conn, settings)
 
     def table() -> str:
         tiles = ", ".join(f"{backend} {count}" for backend, count in made.items()) or "none yet"
         imager = f"imaging backend: {settings.imaging.backend} (tiles made by: {tiles})"
-        return f"{imager}\n{render_table(rows, STATUS_COLUMNS)}"
+        assert usage is not None
+        return f"{imager}\n{disk_line(usage)}\n{render_table(rows, STATUS_COLUMNS)}"
 
     _print(rows, args.json, table)
+    return 0
+
+
+def cmd_disk(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    with reading(engine) as conn:
+        usage = disk_usage(conn, settings)
+    _print(usage, args.json, lambda: disk_report(usage))
     return 0
 
 
@@ -340,6 +354,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "request": cmd_request,
     "transits": cmd_transits,
     "status": cmd_status,
+    "disk": cmd_disk,
     "events": cmd_events,
     "plan": cmd_plan,
     "retry": _group_command,

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
     CalibrationSolution,
@@ -25,7 +25,7 @@ from reconciler.errors import PermanentError
 
 
 def _upsert(conn: Connection, model: type, values: dict[str, Any], keys: list[str]) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(model)
+    insert = dialect_insert(conn, model)
     stmt = insert.values(**values)
     changed = {k: stmt.excluded[k] for k in values if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed))
@@ -70,7 +70,7 @@ def record_measurement_set(
         "n_rows": n_rows,
         "n_channels": n_channels,
     }
-    _upsert(conn, MeasurementSet, values, ["observation_id"])
+    _upsert(conn, MeasurementSet, {**values, "removed_at": None}, ["observation_id"])
 
 
 def record_solution(
@@ -119,8 +119,13 @@ def solutions_valid_during(conn: Connection, start: datetime, end: datetime) -> 
 
 
 def record_calibrated(conn: Connection, key: str, *, path: str, solution_id: int | None) -> None:
-    """Record (or replace) the calibrated MS of observation ``key``."""
-    values = {"observation_id": observation_id(conn, key), "path": path, "solution_id": solution_id}
+    """Record (or replace) the calibrated MS of observation ``key`` (its files present)."""
+    values = {
+        "observation_id": observation_id(conn, key),
+        "path": path,
+        "solution_id": solution_id,
+        "removed_at": None,
+    }
     _upsert(conn, CalibratedMS, values, ["observation_id"])
 
 
@@ -136,7 +141,8 @@ def record_image(
     rms_jy: float | None = None,
     backend: str | None = None,
 ) -> None:
-    """Record (or replace) the image tile of observation ``key``, made by ``backend``."""
+    """Record (or replace) the image tile of observation ``key``, made by ``backend`` (its
+    files present)."""
     values = {
         "observation_id": observation_id(conn, key),
         "path": path,
@@ -146,6 +152,7 @@ def record_image(
         "beam_pa_deg": beam_pa_deg,
         "rms_jy": rms_jy,
         "backend": backend,
+        "removed_at": None,
     }
     _upsert(conn, Image, values, ["observation_id"])
 
@@ -170,10 +177,12 @@ def mark_published(
     published_path: str,
     checksum: str,
     companions: str | None = None,
+    size_bytes: int | None = None,
     at: datetime,
 ) -> None:
     """Mark a staged mosaic published at ``published_path``; its files (``companions``: the
-    JSON map of the files beside it to their checksums) are as verified at ``at``.
+    JSON map of the files beside it to their checksums; ``size_bytes`` in all) are as
+    verified at ``at``.
 
     Raises
     ------
@@ -192,6 +201,7 @@ def mark_published(
             published_path=published_path,
             checksum=checksum,
             companions=companions,
+            size_bytes=size_bytes,
             published_at=at,
             verified_at=at,
             problem=None,

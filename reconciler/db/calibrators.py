@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.catalogue import Calibrator
+from reconciler.db.engine import dialect_insert
 from reconciler.db.models import BandpassCalibrator
 from reconciler.errors import NotFoundError
 
@@ -62,9 +62,7 @@ def upsert_calibrators(
     ]
     if not rows:
         return 0
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        BandpassCalibrator
-    )
+    insert = dialect_insert(conn, BandpassCalibrator)
     stmt = insert.values(rows)
     if overwrite:
         stmt = stmt.on_conflict_do_update(

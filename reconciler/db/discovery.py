@@ -3,9 +3,10 @@
 Regrouping is local: only the files whose data starts link (within the grouping tolerance)
 to a changed file or to an observation under review are read, clustered and judged
 (:mod:`reconciler.observations`), and only the differences from the stored rows are
-written. An observation already ready is judged again only when one of its files changed or
-vanished or a file arrived beside it, so the cost of a pass follows the number not ready,
-not the length of the history.
+written. An observation is judged again only when one of its files changed, vanished or
+came back, a file arrived beside it, or its ``judge_again_at`` (the end of the grace period
+it waits on) has come, so the cost of a pass follows what changed, not the length of the
+history nor the number of observations left incomplete.
 
 ``raw_files.observation_id`` names the observation a file is *used in*: a file excluded
 from its observation is left unlinked, so whatever converts an observation's linked files
@@ -18,17 +19,19 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
     CalibrationSolution,
+    DiscoveryMark,
     Image,
+    IncomingDirectory,
     MeasurementSet,
     MosaicGroupMember,
     Observation,
@@ -60,15 +63,169 @@ class KnownFile:
     size: int
     mtime: float
     observation_id: int | None
+    vanished: bool = False
 
 
-def known_files(conn: Connection) -> dict[str, KnownFile]:
-    """Every recorded raw file by path."""
-    stmt = select(RawFile.path, RawFile.size_bytes, RawFile.mtime, RawFile.observation_id)
+def files_in(conn: Connection, directories: Iterable[str]) -> dict[str, KnownFile]:
+    """The recorded files directly inside ``directories``, by path."""
+    found: dict[str, KnownFile] = {}
+    for chunk in _chunks(directories, _CHUNK):
+        found |= _known(conn, RawFile.directory.in_(chunk))
+    return found
+
+
+def files_by_path(conn: Connection, paths: Iterable[str]) -> dict[str, KnownFile]:
+    """The recorded files among ``paths``, by path."""
+    found: dict[str, KnownFile] = {}
+    for chunk in _chunks(paths, _CHUNK):
+        found |= _known(conn, RawFile.path.in_(chunk))
+    return found
+
+
+def recent_files(conn: Connection, since_mtime: float) -> dict[str, KnownFile]:
+    """The recorded files whose mtime is ``since_mtime`` (seconds since the epoch) or later."""
+    return _known(conn, RawFile.mtime >= since_mtime)
+
+
+def file_directories(conn: Connection) -> list[str]:
+    """Every directory some recorded file is in."""
+    column = RawFile.directory
+    return list(conn.execute(select(column).where(column.is_not(None)).distinct()).scalars())
+
+
+def _known(conn: Connection, where: Any) -> dict[str, KnownFile]:
+    stmt = select(
+        RawFile.path,
+        RawFile.size_bytes,
+        RawFile.mtime,
+        RawFile.observation_id,
+        RawFile.vanished_at,
+    )
     return {
-        row.path: KnownFile(row.size_bytes, row.mtime, row.observation_id)
-        for row in conn.execute(stmt)
+        row.path: KnownFile(
+            row.size_bytes, row.mtime, row.observation_id, row.vanished_at is not None
+        )
+        for row in conn.execute(stmt.where(where))
     }
+
+
+def mark_vanished(conn: Connection, paths: Iterable[str], now: datetime) -> None:
+    """Record that the files at ``paths`` were found gone ``now`` (once: a file already
+    marked keeps its time)."""
+    for chunk in _chunks(paths, _CHUNK):
+        conn.execute(
+            update(RawFile)
+            .where(RawFile.path.in_(chunk), RawFile.vanished_at.is_(None))
+            .values(vanished_at=now)
+        )
+
+
+@dataclass(frozen=True)
+class DirectoryListing:
+    """A directory as listed: its mtime before the listing, None when too fresh to trust."""
+
+    path: str
+    mtime: float | None
+
+    def changed(self, now: datetime) -> datetime:
+        """When the directory's entries last changed, as far as ``now`` can tell."""
+        if self.mtime is None:
+            return now
+        return min(now, datetime.fromtimestamp(self.mtime, UTC))
+
+
+@dataclass(frozen=True)
+class RecordedDirectory:
+    """A directory's row: its mtime at the last trusted listing, and when that changed."""
+
+    mtime: float | None
+    changed_at: datetime
+
+
+def recorded_directories(
+    conn: Connection,
+    root: str,
+    *,
+    everything: bool = False,
+    changed_since: datetime | None = None,
+    paths: Iterable[str] = (),
+) -> dict[str, RecordedDirectory]:
+    """Recorded directories at or under ``root``: all of them (``everything``), or those
+    changed at ``changed_since`` or later and those among ``paths``."""
+    stmt = select(IncomingDirectory.path, IncomingDirectory.mtime, IncomingDirectory.changed_at)
+    if everything:
+        below = IncomingDirectory.path.startswith(f"{root}/", autoescape=True)
+        rows = conn.execute(stmt.where(or_(IncomingDirectory.path == root, below))).all()
+    elif changed_since is not None:
+        rows = conn.execute(stmt.where(IncomingDirectory.changed_at >= changed_since)).all()
+    else:
+        rows = []
+    for chunk in _chunks(paths, _CHUNK):
+        rows += conn.execute(stmt.where(IncomingDirectory.path.in_(chunk))).all()
+    # SQLite's LIKE ignores case: the prefix is checked again exactly.
+    prefix = f"{root}/"
+    return {
+        row.path: RecordedDirectory(row.mtime, row.changed_at)
+        for row in rows
+        if row.path == root or row.path.startswith(prefix)
+    }
+
+
+def record_directories(
+    conn: Connection, listings: Sequence[DirectoryListing], removed: Iterable[str], now: datetime
+) -> None:
+    """Record each listed directory's mtime; forget the removed ones.
+
+    A directory changed when its mtime says (a directory first seen long after its last
+    change is not recent), never later than ``now``; one whose mtime is not trusted yet
+    changed ``now``.
+    """
+    insert = dialect_insert(conn, IncomingDirectory)
+    for chunk in _chunks(listings, _CHUNK):
+        stmt = insert.values(
+            [
+                {"path": row.path, "mtime": row.mtime, "changed_at": row.changed(now)}
+                for row in chunk
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["path"],
+            set_={"mtime": stmt.excluded.mtime, "changed_at": stmt.excluded.changed_at},
+        )
+        conn.execute(stmt)
+    for chunk in _chunks(removed, _CHUNK):
+        conn.execute(delete(IncomingDirectory).where(IncomingDirectory.path.in_(chunk)))
+
+
+@dataclass(frozen=True)
+class Mark:
+    """When a root was last swept and resynchronised (None: never)."""
+
+    swept_at: datetime | None
+    resynced_at: datetime | None
+
+
+def discovery_mark(conn: Connection, root: str) -> Mark | None:
+    """The marks of ``root``; None if no pass discovered it yet."""
+    row = conn.execute(
+        select(DiscoveryMark.swept_at, DiscoveryMark.resynced_at).where(DiscoveryMark.root == root)
+    ).first()
+    return None if row is None else Mark(row.swept_at, row.resynced_at)
+
+
+def mark_scanned(
+    conn: Connection, root: str, *, now: datetime, swept: bool, resynced: bool
+) -> None:
+    """Record that ``root`` was swept (and resynchronised) ``now``."""
+    values = {"swept_at": now} if swept else {}
+    if resynced:
+        values["resynced_at"] = now
+    insert = dialect_insert(conn, DiscoveryMark)
+    conn.execute(
+        insert.values(root=root, **values).on_conflict_do_update(
+            index_elements=["root"], set_=values
+        )
+    )
 
 
 def previous_placement(
@@ -92,16 +249,18 @@ def upsert_raw_files(
 ) -> None:
     """Insert or refresh the ``raw_files`` row of each record (its column values, by path).
 
-    A new file is first seen ``now``; every written file is left unlinked from observations.
+    A new file is first seen ``now``; every written file is left unlinked from observations
+    and on disk (a file that came back is no longer vanished).
     """
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(RawFile)
+    insert = dialect_insert(conn, RawFile)
     for chunk in _chunks(records.values(), _CHUNK):
         stmt = insert.values([{**row, "seen_at": now} for row in chunk])
         # A re-read file keeps seen_at (the grace period counts from its first arrival)
         # and is unlinked until regrouping places it again.
         refreshed = {column: stmt.excluded[column] for column in chunk[0] if column != "path"}
         stmt = stmt.on_conflict_do_update(
-            index_elements=["path"], set_={**refreshed, "observation_id": None}
+            index_elements=["path"],
+            set_={**refreshed, "observation_id": None, "vanished_at": None},
         )
         conn.execute(stmt)
 
@@ -134,17 +293,18 @@ def observation_changes(
     now: datetime,
     policy: DiscoveryPolicy,
 ) -> ObservationChanges:
-    """Regroup the files near ``anchors`` and near every observation not ready or in
-    ``former``, and list what must change. Reads only.
+    """Regroup the files near ``anchors``, near every observation in ``former`` and near
+    every observation whose ``judge_again_at`` has come, and list what must change. Reads
+    only.
 
     ``find_missing`` returns those of the given paths that are no longer on disk.
-    Observations already ready are left alone unless named in ``former``.
     """
-    rejudge = conn.execute(
-        select(Observation.id, Observation.start_time).where(
-            or_(Observation.ready.is_(False), Observation.id.in_(list(former)))
-        )
-    ).all()
+    # Two indexed lookups, not one OR: an OR (with an empty IN list, above all) makes
+    # SQLite scan every observation.
+    columns = select(Observation.id, Observation.start_time)
+    rejudge = conn.execute(columns.where(Observation.judge_again_at <= now)).all()
+    for chunk in _chunks(sorted(former), _CHUNK):
+        rejudge += conn.execute(columns.where(Observation.id.in_(chunk))).all()
     members = _neighbourhood(
         conn, [*anchors, *(row.start_time for row in rejudge)], policy.group_tolerance
     )
@@ -205,9 +365,7 @@ def apply_observation_changes(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Write ``changes``; return the keys created, updated (or retired) and removed."""
     ids: dict[str, int] = {}
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        Observation
-    )
+    insert = dialect_insert(conn, Observation)
     for verdict in changes.create:
         values = _values(verdict)
         # The unique key, not the read that found the key absent, is what prevents a
@@ -235,7 +393,13 @@ def apply_observation_changes(
         conn.execute(
             update(Observation)
             .where(Observation.id.in_(list(changes.retire)))
-            .values(ready=False, n_subbands=0, problem=RETIRED_PROBLEM, updated_at=now)
+            .values(
+                ready=False,
+                n_subbands=0,
+                problem=RETIRED_PROBLEM,
+                judge_again_at=None,
+                updated_at=now,
+            )
         )
     if changes.remove:
         # Guarded by the files themselves: an observation a file is still used in stays.
@@ -355,6 +519,7 @@ def _values(verdict: Assessment) -> dict[str, Any]:
         "ready": verdict.ready,
         "problem": verdict.problem,
         "first_seen_at": verdict.first_seen,
+        "judge_again_at": verdict.judge_again_at,
     }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 from reconciler.config import Settings
@@ -178,3 +179,10 @@ def refresh_statistics(engine: Engine) -> None:
     with writing(engine) as conn:
         conn.exec_driver_sql("PRAGMA analysis_limit=1000")
         conn.exec_driver_sql("ANALYZE")
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """``INSERT`` into ``table`` (a model or a Table) in the connection's dialect, which has
+    ``on_conflict_do_update`` and ``on_conflict_do_nothing`` on both backends."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

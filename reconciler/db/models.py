@@ -54,6 +54,9 @@ class RawFile(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
+    #: The directory holding the file (``path`` without its name), so the files of one
+    #: changed directory are read without the rest.
+    directory: Mapped[str | None] = mapped_column(Text, index=True)
     observation_id: Mapped[int | None] = mapped_column(
         ForeignKey("observations.id", ondelete="SET NULL"), index=True
     )
@@ -64,9 +67,42 @@ class RawFile(Base):
     dec_deg: Mapped[float | None] = mapped_column(Float)
     n_channels: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    mtime: Mapped[float] = mapped_column(Float)
+    #: Indexed: files written lately are looked at again every pass (they may be growing).
+    mtime: Mapped[float] = mapped_column(Float, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When discovery found the file gone (None: on disk when last looked at). A file that
+    #: comes back is read again, whatever its size and mtime.
+    vanished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IncomingDirectory(Base):
+    """A directory under the incoming root as discovery last listed it.
+
+    A directory whose mtime is unchanged has gained, lost and renamed no entry since, so
+    its files need not be listed again. ``mtime`` is None until a listing can be trusted
+    (the directory changed too close to the listing to tell a later change apart).
+    ``changed_at`` is when its listing last changed: directories changed lately are looked
+    at every pass, the rest on the slower sweep.
+    """
+
+    __tablename__ = "incoming_directories"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    mtime: Mapped[float | None] = mapped_column(Float)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DiscoveryMark(Base):
+    """When an incoming root was last swept (every directory's mtime looked at) and last
+    resynchronised (every file looked at), shared by every service discovering it."""
+
+    __tablename__ = "discovery_marks"
+
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
+    swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resynced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Observation(Base):
@@ -84,12 +120,29 @@ class Observation(Base):
     problem: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When the verdict changes by itself (a grace period ends); None when only a change
+    #: of its files can change it. Discovery judges again only these and what files touch.
+    judge_again_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+#: Intermediates whose files are still there: retention looks only at these.
+_PRESENT = "removed_at IS NULL"
+
+
+def _present_index(table: str) -> Index:
+    return Index(
+        f"ix_{table}_present",
+        "id",
+        postgresql_where=text(_PRESENT),
+        sqlite_where=text(_PRESENT),
+    )
 
 
 class MeasurementSet(Base):
     """The MS converted from one observation, indexed from the MS itself."""
 
     __tablename__ = "measurement_sets"
+    __table_args__ = (_present_index("measurement_sets"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -104,6 +157,9 @@ class MeasurementSet(Base):
     n_rows: Mapped[int] = mapped_column(BigInteger)
     n_channels: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BandpassCalibrator(Base):
@@ -144,6 +200,7 @@ class CalibratedMS(Base):
     """Which solution was applied to which observation, and where the result is."""
 
     __tablename__ = "calibrated_ms"
+    __table_args__ = (_present_index("calibrated_ms"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -152,12 +209,16 @@ class CalibratedMS(Base):
     solution_id: Mapped[int | None] = mapped_column(ForeignKey("calibration_solutions.id"))
     path: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Image(Base):
     """The image tile of one calibrated observation."""
 
     __tablename__ = "images"
+    __table_args__ = (_present_index("images"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     observation_id: Mapped[int] = mapped_column(
@@ -172,6 +233,9 @@ class Image(Base):
     #: The imager that made it: ``tclean`` or ``wsclean`` (``imaging.backend`` then).
     backend: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    #: When retention removed its files (every window needing them was settled); None while
+    #: they are there. Made again, it is there again.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 #: The phases after which no pass changes a group: the predicate of the partial index
@@ -326,6 +390,8 @@ class RegistryEntry(Base):
     checksum: Mapped[str | None] = mapped_column(String(64))
     #: The published companion files (weight map, preview) and their SHA-256, as JSON.
     companions: Mapped[str | None] = mapped_column(Text)
+    #: Bytes of the published files (the mosaic and its companions).
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default="staging")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reconciler.config import Settings
+from reconciler.io.logs import rotate
 
 #: One thread per tool: the service's parallelism comes from its workers, not from the tools.
 SINGLE_THREAD = {
@@ -13,12 +14,16 @@ SINGLE_THREAD = {
 
 
 def casa_child_env(settings: Settings) -> dict[str, str]:
-    """CASA offline (site config pointing at casacore's measures), logging under work/."""
+    """CASA offline (site config pointing at casacore's measures), logging under work/ to a
+    log rotated at ``retention.log_max_mb``."""
     from reconciler.io.casa import casa_environment
 
     log_dir = settings.paths.work / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    return {**casa_environment(log_dir / "casa.log"), **SINGLE_THREAD}
+    casa_log = log_dir / "casa.log"
+    retention = settings.retention
+    rotate(casa_log, max_bytes=int(retention.log_max_mb * 1e6), keep=retention.log_keep)
+    return {**casa_environment(casa_log), **SINGLE_THREAD}
 
 
 def plain_child_env(settings: Settings) -> dict[str, str]:

@@ -35,6 +35,7 @@ from reconciler.engine.runner import (
     run_in_child,
 )
 from reconciler.errors import ActionError, PermanentError, TemporaryError, describe
+from reconciler.io.logs import rotate
 from reconciler.model import ClaimedAction
 from reconciler.retry import FailureKind, GiveUp, after_failure, decision_text
 
@@ -172,10 +173,12 @@ class Executor:
         return len(leases)
 
     def _log_path(self, claimed: ClaimedAction) -> Path:
-        """Where the child's output goes: one file per action, appended per attempt."""
+        """Where the child's output goes: one file per action, appended per attempt (the
+        previous attempts' output set aside once over ``retention.log_max_mb``)."""
         name = f"{claimed.key.kind}_{claimed.key.target.replace(':', '_')}.log"
         path = self.settings.paths.work / "logs" / "actions" / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(path, max_bytes=int(self.settings.retention.log_max_mb * 1e6), keep=1)
         return path
 
     def _renew(self, claimed: ClaimedAction, renewed: list[float]) -> bool:

@@ -132,7 +132,12 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     companions = {
         str(target): files[source] for source, target in targets.items() if source != staged
     }
-    return {"published_path": str(final), "checksum": files[staged], "companions": companions}
+    return {
+        "published_path": str(final),
+        "checksum": files[staged],
+        "companions": companions,
+        "size_bytes": sum(target.stat().st_size for target in targets.values()),
+    }
 
 
 def _renamed(source: Path, staged: Path, final: Path) -> Path:
@@ -171,6 +176,7 @@ def record(
         published_path=result["published_path"],
         checksum=result["checksum"],
         companions=json.dumps(result.get("companions", {}), sort_keys=True),
+        size_bytes=result.get("size_bytes"),
         at=datetime.now(UTC),
     )
 

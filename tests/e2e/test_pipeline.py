@@ -25,17 +25,26 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from reconciler.catalogue import load_calibrators
 from reconciler.config import Settings
 from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
 from reconciler.db.migrate import upgrade
-from reconciler.db.models import Action, CalibrationSolution, Image, Observation
+from reconciler.db.models import (
+    Action,
+    CalibratedMS,
+    CalibrationSolution,
+    Image,
+    MeasurementSet,
+    Observation,
+    RegistryEntry,
+)
 from reconciler.demo import FIELD_OF_VIEW_DEG
 from reconciler.desired.explicit import request_window
 from reconciler.io.simulator import PointSource, SimulationTruth, simulate_observations
+from reconciler.io.usage import tree_bytes
 from reconciler.model import ActionKind
 from reconciler.service import Reconciler
 from reconciler.sky import meridian_transits
@@ -315,3 +324,36 @@ def _start(config: Path) -> subprocess.Popen[bytes]:
         stderr=log,
         cwd=config.parent,
     )
+
+
+def test_retention_gives_back_the_intermediates_and_only_the_product_stays(published, raw):
+    """Last in the module: it removes the run's intermediates."""
+    settings, _, rows = published
+    incoming, _ = raw
+    raw_before = checksums(incoming)
+    settings = replace(settings, retention=replace(settings.retention, keep_hours=0.0))
+    work = settings.paths.work
+    parts = ("ms", "calibrated", "images")
+    assert all(tree_bytes(work / part) for part in parts)
+    product = Path(rows[0]["published_path"])
+    files = sorted(product.parent.glob(product.name.removesuffix(".fits") + ".*"))
+    before = {path: path.read_bytes() for path in files}
+    engine = make_engine(settings.database_url)
+    with reading(engine) as conn:
+        present = sum(
+            conn.execute(select(func.count()).select_from(model)).scalar_one()
+            for model in (MeasurementSet, CalibratedMS, Image)
+        )
+        recorded = conn.execute(select(RegistryEntry.size_bytes)).scalar_one()
+
+    removed = Reconciler(engine, settings, product_registry()).retain(force=True)
+
+    assert removed == present, "the window is published: every intermediate goes"
+    assert {part: tree_bytes(work / part) for part in parts} == dict.fromkeys(parts, 0)
+    assert {path: path.read_bytes() for path in files} == before
+    products = tree_bytes(product.parent, apparent=True)
+    assert recorded == sum(path.stat().st_size for path in files) == products
+    assert checksums(incoming) == raw_before
+    with reading(engine) as conn:
+        assert status_rows(conn)[0]["phase"] == "published"
+    engine.dispose()

@@ -63,10 +63,21 @@ def test_request_status_events_and_plan(config, engine, capsys):
     capsys.readouterr()
     assert cli(config, "status") == 0
     table = capsys.readouterr().out
-    imager, header = table.splitlines()[:2]
+    imager, disk, header = table.splitlines()[:3]
     # The test actions record no imager: their tiles show as unknown.
     assert imager == "imaging backend: tclean (tiles made by: unknown 3)"
+    # ... nor the size of what they publish.
+    assert disk.startswith("disk: work/ ") and "products/ 1 published, 0 B (1 of unrecorded" in disk
     assert "published" in table and "group_id" in header
+
+    assert cli(config, "disk", "--json") == 0
+    usage = json.loads(capsys.readouterr().out)
+    work = usage["work"]
+    assert work["parts"]["logs"] > 0, "the action logs"
+    assert work["bytes"] == sum(work["parts"].values()) and work["free_bytes"] > 0
+    assert usage["products"]["published"] == 1 and usage["products"]["size_unknown"] == 1
+    assert cli(config, "disk") == 0
+    assert capsys.readouterr().out.startswith("work/ ")
 
     assert cli(config, "events", "--group", str(created["group_id"]), "--json") == 0
     kinds = [e["kind"] for e in json.loads(capsys.readouterr().out)]

@@ -50,6 +50,7 @@ def test_publishing_copies_with_checksum_and_is_idempotent(tmp_path):
             "published_path": str(final),
             "checksum": sha256(staged),
             "companions": {str(png): sha256(png)},
+            "size_bytes": final.stat().st_size + png.stat().st_size,
         }
     )
     assert final.read_bytes() == staged.read_bytes()
