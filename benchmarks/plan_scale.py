@@ -36,15 +36,16 @@ five minutes after the data.
   among the idle parts), a sweep pass (every directory's mtime, as every
   ``discovery.sweep_minutes``) and a pass that finds one new observation's 16 files in the
   newest day directory (placeholders, recorded as unreadable; removed afterwards).
-* claim-one pass: ``reclaim_expired()``, ``reconcile()``, ``claim_next()`` and a
-  ``writing()`` transaction with ``queries.complete`` plus the ``action_done`` event (no
-  child process). One backing-off convert action is put back to pending, outside the timed
-  region, before every repeat; each repeat must claim exactly it and write nothing else.
+* claim-one pass: ``reclaim_expired()``, ``reconcile()``, ``claim_next()`` and
+  ``queries.complete``, which writes the ``action_done`` event too (no child process).
+  One backing-off convert action is put back to pending, outside the timed region, before
+  every repeat; each repeat must claim exactly it and write nothing else.
 * throughput (PostgreSQL only, on the largest scale's database): ``--throughput-actions``
   pending no-op actions are drained by 1 and 4 worker processes, each with its own engine,
   looping ``queries.claim`` (limit 1 or 10) and ``queries.complete`` per action, each in its
-  own ``writing()`` transaction. Afterwards every action must be done, and the per-worker
-  logs must show no action claimed twice.
+  own ``writing_one()`` transaction. Afterwards every action must be done, and the
+  per-worker logs must show no action claimed twice. (``benchmarks/queue_throughput.py``
+  compares the service's own claims with procrastinate and a bare loop.)
 
 Figures are medians and 90th percentiles over ``--repeats`` passes after ``--warmups``.
 
@@ -88,7 +89,7 @@ from sqlalchemy import Connection, Engine, event, func, select, update
 
 from reconciler.config import PathSettings, Settings
 from reconciler.db import queries
-from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.engine import make_engine, reading, writing, writing_one
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import Action
 from reconciler.engine.registry import ActionHandler, ActionRegistry
@@ -874,10 +875,6 @@ def _prepare_nothing(conn: Connection, claimed: ClaimedAction, settings: Setting
     return {}
 
 
-def _record_nothing(conn: Connection, claimed: ClaimedAction, payload: dict, result: dict) -> None:
-    return None
-
-
 def noop_registry() -> ActionRegistry:
     """Handlers for every kind that do nothing and check no product (no file stats)."""
     return ActionRegistry(
@@ -885,7 +882,6 @@ def noop_registry() -> ActionRegistry:
             kind=kind,
             run=f"{__name__}:do_nothing",
             prepare=_prepare_nothing,
-            record=_record_nothing,
         )
         for kind in ActionKind
     )
@@ -933,7 +929,12 @@ class Sent:
     @property
     def is_write(self) -> bool:
         """True for INSERT, UPDATE and DELETE."""
-        return self.statement.lstrip().upper().startswith(WRITE_VERBS)
+        words = self.statement.split()
+        verb = words[0].upper() if words else ""
+        # A data-modifying WITH (the completion and its event on PostgreSQL) writes too.
+        return verb in WRITE_VERBS or (
+            verb == "WITH" and any(w.upper() in WRITE_VERBS for w in words)
+        )
 
 
 class StatementLog:
@@ -1081,15 +1082,12 @@ def claim_one(reconciler: Reconciler) -> tuple[int, int, ClaimedAction | None, b
     completed = False
     if claimed is not None:
         now = reconciler.clock()
-        with writing(reconciler.engine) as conn:
-            completed = queries.complete(conn, claimed, now=now)
-            queries.record_event(
+        with writing_one(reconciler.engine) as conn:
+            completed = queries.complete(
                 conn,
-                "action_done",
-                f"{claimed.key.kind} {claimed.key.target} done in 0.0 s",
-                at=now,
-                group_id=claimed.group_id,
-                action_id=claimed.id,
+                claimed,
+                now=now,
+                message=f"{claimed.key.kind} {claimed.key.target} done in 0.0 s",
                 actor=reconciler.owner,
             )
     return reclaimed, queued, claimed, completed
@@ -1113,9 +1111,10 @@ def measure_claim(
                 f"completed={completed}, {reclaimed} reclaimed, {queued} enqueued"
             )
         if i >= warmups:
-            # Steady state: the claim, the completion and its event; no status rewrite.
+            # Steady state: the claim, the completion and its event (one statement on
+            # PostgreSQL); no status rewrite.
             writes = [_short_sql(w.statement) for w in log.writes]
-            if len(writes) != 3:
+            if len(writes) != (2 if reconciler.engine.dialect.name == "postgresql" else 3):
                 raise RuntimeError(f"claim pass sent {len(writes)} writes: {writes}")
             seconds.append(took)
             per_repeat.append(list(log.sent))
@@ -1252,8 +1251,10 @@ def drain_queue(
                 break
             for action in batch:
                 log.write(f"{action.id}\n")
-                with writing(engine) as conn:
-                    completed += queries.complete(conn, action, now=now)
+                with writing_one(engine) as conn:
+                    completed += queries.complete(
+                        conn, action, now=now, message="done in 0.0 s", actor=owner
+                    )
             claimed += len(batch)
     results.put({"owner": owner, "claimed": claimed, "completed": completed, "end": time.time()})
     engine.dispose()

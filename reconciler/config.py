@@ -105,6 +105,7 @@ class PassSettings:
     max_actions: int = 20
     max_seconds: float = 900.0
     workers: int = 1
+    claim_batch: int = 10
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,7 @@ def _validate(s: Settings, label: str) -> None:
         "pass.max_actions": s.passes.max_actions,
         "pass.max_seconds": s.passes.max_seconds,
         "pass.workers": s.passes.workers,
+        "pass.claim_batch": s.passes.claim_batch,
         "lease.seconds": s.lease.seconds,
         "lease.heartbeat_seconds": s.lease.heartbeat_seconds,
         "retry.max_attempts": s.retry.max_attempts,

@@ -29,6 +29,7 @@ from reconciler.db.models import MosaicGroup, MosaicGroupMember
 from reconciler.decide import decide
 from reconciler.desired import WantReport, want
 from reconciler.discover import DiscoveryReport, discover
+from reconciler.engine.claims import Claims
 from reconciler.engine.debris import remove_debris
 from reconciler.engine.execute import ActionReport, Executor
 from reconciler.engine.registry import ActionRegistry
@@ -115,6 +116,7 @@ class Reconciler:
             engine, settings, registry, owner=self.owner, clock=clock, jitter=jitter
         )
         self._report_lock = threading.Lock()
+        self._local = threading.local()
         self._trouble = RepeatedCondition(log)
         #: Leftovers of dead attempts may exist: at start, and after a reclaim or a failure.
         self._leftovers_possible = True
@@ -313,10 +315,27 @@ class Reconciler:
         return self.executor.reclaim_expired()
 
     def _work(self, stop: threading.Event, budget: _Budget, report: PassReport) -> None:
-        """One worker's loop: reconcile, claim, perform; wait while others may unlock work."""
+        """One worker's loop: reconcile, claim, perform; wait while others may unlock work.
+        Actions of a batch this worker holds and has not started go back when it stops."""
+        claims = self._claims()
+        try:
+            self._work_on(claims, stop, budget, report)
+        finally:
+            try:
+                claims.release()
+            except Exception as exc:
+                # Their leases run out and the next pass reclaims them.
+                self._note_pass_error(report, "giving back unstarted actions", exc)
+
+    def _work_on(
+        self, claims: Claims, stop: threading.Event, budget: _Budget, report: PassReport
+    ) -> None:
         while not stop.is_set() and budget.take():
             try:
-                self._count_reconcile(report, self.reconcile())
+                # The next action of a batch held needs no new decision: it was runnable
+                # and earliest when the batch was claimed, a moment ago.
+                if not claims.holding:
+                    self._count_reconcile(report, self.reconcile())
                 claimed = self.claim_next()
             except Exception as exc:
                 # The slot goes back whatever failed, so the other workers see the truth;
@@ -339,6 +358,7 @@ class Reconciler:
                 return
             finally:
                 budget.finished()
+            claims.performed(result.seconds)
             with self._report_lock:
                 report.actions.append(result)
             if result.outcome != "done":
@@ -358,16 +378,24 @@ class Reconciler:
             report.enqueued += queued
 
     def claim_next(self) -> ClaimedAction | None:
-        """Lease the earliest runnable action this worker can perform, if any."""
-        with writing(self.engine) as conn:
-            claimed = queries.claim(
-                conn,
+        """Lease the earliest runnable action this worker can perform, if any: the next of
+        a batch this worker thread holds, else a new claim (a batch only when many short
+        actions wait: :mod:`reconciler.engine.claims`)."""
+        return self._claims().next()
+
+    def _claims(self) -> Claims:
+        """This worker thread's claims (each thread of a pass is one worker)."""
+        claims = getattr(self._local, "claims", None)
+        if claims is None:
+            claims = self._local.claims = Claims(
+                self.engine,
                 owner=self.owner,
                 kinds=self.registry.kinds,
-                now=self.clock(),
                 lease_seconds=self.settings.lease.seconds,
+                batch=self.settings.passes.claim_batch,
+                clock=self.clock,
             )
-        return claimed[0] if claimed else None
+        return claims
 
     def perform(self, claimed: ClaimedAction, stop: threading.Event) -> ActionReport:
         """Run one claimed action out of process and record its outcome, fenced by its token."""

@@ -4,22 +4,34 @@ SQLite runs in WAL mode with a busy timeout, and every write transaction starts 
 ``BEGIN IMMEDIATE`` so two processes serialise on the write lock up front instead of
 failing half-way with "database is locked". Reads use a deferred ``BEGIN`` (a snapshot).
 PostgreSQL reads run ``REPEATABLE READ READ ONLY`` so one observe sees one snapshot.
+
+Round trips are the cost of a short transaction on PostgreSQL: ``BEGIN``, each statement
+and ``COMMIT`` are one each. A write of one statement can go alone (:func:`writing_one`),
+and a pooled connection is pinged only when it sat idle long enough for the server to have
+gone away unnoticed; a connection lost while in use fails its transaction, which the
+service handles like any outage (the pass ends, the next one starts on a new connection).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 from reconciler.config import Settings
 
 _READ_ONLY = "reconciler_read_only"
+#: A pooled connection idle for longer than this is pinged before use. A worker busy with
+#: short actions reuses its connection within milliseconds and pays no ping; one that
+#: waited for a child process, or between passes, does.
+PING_AFTER_IDLE_SECONDS = 1.0
+_CHECKED_IN_AT = "reconciler_checked_in_at"
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -73,7 +85,29 @@ def make_engine(
         "keepalives_count": 3,
         "tcp_user_timeout": timeout_ms,
     }
-    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout when it was idle for more than
+    :data:`PING_AFTER_IDLE_SECONDS`; a dead one is replaced before anyone uses it."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_CHECKED_IN_AT)
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (a new one if need be).
+            raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
 
 
 def _sqlite_engine(url: URL, busy_timeout_seconds: float, **kwargs: Any) -> Engine:
@@ -105,6 +139,23 @@ def writing(engine: Engine) -> Iterator[Connection]:
     """A write transaction, committed on success and rolled back on error."""
     with engine.begin() as conn:
         yield conn
+
+
+@contextmanager
+def writing_one(engine: Engine) -> Iterator[Connection]:
+    """A write of exactly one statement, atomic by itself.
+
+    On PostgreSQL the statement runs in autocommit: one round trip instead of three
+    (``BEGIN``, the statement, ``COMMIT``). On SQLite it is a :func:`writing` transaction.
+    The caller sends one statement only (a query function documented as such): a second
+    would commit on its own.
+    """
+    if engine.dialect.name != "postgresql":
+        with writing(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager

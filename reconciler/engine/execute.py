@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import reading, writing
+from reconciler.db.engine import reading, writing, writing_one
 from reconciler.engine.registry import ActionRegistry
 from reconciler.engine.runner import (
     KILL_GRACE_SECONDS,
@@ -220,20 +220,18 @@ class Executor:
         label = f"{claimed.key.kind} {claimed.key.target}"
         now = self.clock()
         if isinstance(outcome, Succeeded):
+            record = self.registry[claimed.key.kind].record
+            # Without a record to write, completing is one statement on PostgreSQL.
+            transaction = writing if record is not None else writing_one
             try:
-                with writing(self.engine) as conn:
-                    if not queries.complete(conn, claimed, now=now):
+                with transaction(self.engine) as conn:
+                    message = f"{label} done in {outcome.seconds:.1f} s"
+                    if not queries.complete(
+                        conn, claimed, now=now, message=message, actor=self.owner
+                    ):
                         return self._lost(claimed, label, outcome.seconds)
-                    self.registry[claimed.key.kind].record(conn, claimed, payload, outcome.result)
-                    queries.record_event(
-                        conn,
-                        "action_done",
-                        f"{label} done in {outcome.seconds:.1f} s",
-                        at=now,
-                        group_id=claimed.group_id,
-                        action_id=claimed.id,
-                        actor=self.owner,
-                    )
+                    if record is not None:
+                        record(conn, claimed, payload, outcome.result)
                 return ActionReport(claimed.id, label, "done", outcome.seconds)
             except ActionError as exc:
                 outcome = failure_of(exc, "recording the result failed: ", outcome.seconds)

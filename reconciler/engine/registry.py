@@ -11,7 +11,8 @@ A handler has three parts, split by where they run:
   (:func:`reconciler.naming.attempt_path`) and renamed into place when complete, so two
   attempts never write the same file and a dead attempt's leftovers are found by name;
 * ``record`` (parent, inside the transaction that marks the action done, fenced by the lease
-  token) writes the result into the database.
+  token) writes the result into the database; a kind with nothing to write has none, and
+  its completion is one statement.
 
 ``product_exists`` checks that a product recorded in the database is still there, so observe
 trusts artifacts, not flags. ``child_env`` adds environment variables for the child only
@@ -43,7 +44,7 @@ class ActionHandler:
     kind: ActionKind
     run: str
     prepare: Prepare
-    record: Record
+    record: Record | None = None
     product_exists: Callable[[str], bool] | None = None
     timeout_seconds: float | None = None
     child_env: Callable[[Settings], dict[str, str]] | None = None

@@ -226,10 +226,10 @@ def test_a_worker_that_lost_its_lease_cannot_write(engine):
 
     with writing(engine) as conn:
         assert not queries.heartbeat(conn, old, now=later, lease_seconds=10)
-        assert not queries.complete(conn, old, now=later)
+        assert not queries.complete(conn, old, now=later, message="old done", actor="old")
         assert not queries.release(conn, old, now=later)
     with writing(engine) as conn:
-        assert queries.complete(conn, new, now=later)
+        assert queries.complete(conn, new, now=later, message="new done", actor="new")
     with reading(engine) as conn:
         row = conn.execute(select(Action)).one()
     assert (row.state, row.lease_token) == ("done", None)
@@ -273,7 +273,9 @@ def test_coverage_gaps_and_throughput_views(engine):
         for claimed in queries.claim(
             conn, owner="w", kinds=[ActionKind.CONVERT], now=T0, lease_seconds=60, limit=2
         ):
-            queries.complete(conn, claimed, now=T0 + timedelta(seconds=30))
+            queries.complete(
+                conn, claimed, now=T0 + timedelta(seconds=30), message="done", actor="w"
+            )
     with reading(engine) as conn:
         gaps = conn.execute(
             text("SELECT gap_minutes, dec_before, dec_after FROM coverage_gaps")

@@ -195,6 +195,7 @@ POSITIVE_KEYS = [
     ("pass", "max_actions"),
     ("pass", "max_seconds"),
     ("pass", "workers"),
+    ("pass", "claim_batch"),
     ("lease", "seconds"),
     ("retry", "max_attempts"),
     ("retry", "max_delay_seconds"),
