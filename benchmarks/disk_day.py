@@ -12,14 +12,15 @@ windows settle (default 0), passes back to back until every window is settled.
 What is measured
 ----------------
 Every 2 s while passes run, the bytes under work/ (as ``du`` counts, by part); after every
-pass, also the bytes under products/ and those the registry says were published
-(``data_registry.size_bytes``). Printed:
-the peak and final work/ usage, the largest intermediates one observation held (converted
-MS + calibrated MS + image tile, from the parts and the rows present), and the stated bound
-on work/: ``(tiling.max_in_flight × tiling.size + 2) × per-observation intermediates`` plus
-the calibration tables and logs, i.e. the windows in flight, a calibrator transit and one
-neighbour, with the peak's ratio to it; and products/ against the published bytes (equal
-when products grow only by the published files).
+pass, also the sizes of the files under products/ and the bytes the registry says were
+published (``data_registry.size_bytes``). Printed: the peak and final work/ usage, the
+largest intermediates one observation held (converted MS + calibrated MS + image tile,
+from the parts and the rows present), and the stated bound on work/:
+``((tiling.max_in_flight + 1) × tiling.size + 2)`` observations' intermediates plus the
+calibration tables and logs (the windows in flight, one published since retention last
+looked, a calibrator transit and one neighbour), with the peak's ratio to it; and
+products/ against the published bytes (equal when products grow only by the published
+files).
 
 Run from the repository root::
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     one = per_observation(samples)
     tiling = settings.tiling
     fixed = max(s["parts"]["caltables"] + s["parts"]["logs"] for s in samples)
-    bound = (tiling.max_in_flight * tiling.size + 2) * one + fixed
+    bound = ((tiling.max_in_flight + 1) * tiling.size + 2) * one + fixed
     figures = {
         "benchmark": "disk_day",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"work/: peak {peak['work'] / 1e6:.0f} MB, final {final['work'] / 1e6:.0f} MB; bound "
-        f"{bound / 1e6:.0f} MB ((max_in_flight {tiling.max_in_flight} × size {tiling.size} + 2)"
+        f"{bound / 1e6:.0f} MB (((max_in_flight {tiling.max_in_flight} + 1) × size "
+        f"{tiling.size} + 2)"
         f" × {one / 1e6:.1f} MB + tables and logs); products/ {final['products'] / 1e6:.1f} MB"
         f" for {final['published_bytes'] / 1e6:.1f} MB published"
     )
