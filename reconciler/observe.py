@@ -110,18 +110,29 @@ class _Confined:
     is taken as present, and the action that would read it fails, naming the row.
 
     One observe checks every member's products (about a thousand paths with 50 open
-    windows), so the roots are resolved once and each path once, and compared as strings:
-    :func:`~reconciler.io.confine.inside`, which resolves both for every path and compares
-    ``Path`` parents, took most of an idle pass here.
+    windows), so the roots are resolved once, each directory once (products share a few
+    per day), and each path's last component by one ``lstat`` (a symbolic link is resolved
+    in full), and they are compared as strings: resolving every path in full took most of
+    an idle pass.
     """
 
     def __init__(self, registry: ActionRegistry, roots: tuple[Path, ...]) -> None:
         self._registry = registry
         self._roots = tuple(os.path.realpath(root) for root in roots)
+        self._directories: dict[str, str] = {}
+
+    def _resolved(self, path: str) -> str:
+        head, name = os.path.split(path)
+        if name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        directory = self._directories.get(head)
+        if directory is None:
+            directory = self._directories[head] = os.path.realpath(head)
+        return os.path.join(directory, name)
 
     def _under_roots(self, path: str) -> bool:
-        resolved = os.path.realpath(path)
-        return any(os.path.commonpath((resolved, root)) == root for root in self._roots)
+        resolved = self._resolved(path)
+        return any(resolved == root or resolved.startswith(root + os.sep) for root in self._roots)
 
     def product_exists(self, kind: ActionKind, path: str | None) -> bool:
         """As :meth:`ActionRegistry.product_exists`, for paths under the roots."""
