@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-#: ``raw_files`` columns, in the order of :func:`file_rows`' tuples.
+#: ``raw_files`` columns, in the order of :func:`file_rows`' tuples (the database assigns
+#: the ids).
 COLUMNS = (
-    "id",
     "path",
     "directory",
     "observation_id",
@@ -65,13 +65,10 @@ def epoch(moment: datetime) -> float:
 
 def file_rows(incoming: Path, observations: Iterable[Observed]) -> Iterator[tuple]:
     """The ``raw_files`` rows of every subband file of ``observations``."""
-    file_id = 0
     for o in observations:
         directory = str(day_directory(incoming, o.start))
         for subband in range(o.n_subbands):
-            file_id += 1
             yield (
-                file_id,
                 os.path.join(directory, raw_name(o.start, subband)),
                 directory,
                 o.id,
@@ -94,7 +91,7 @@ def make_tree(incoming: Path, rows: Iterable[Sequence]) -> int:
     newest: dict[str, float] = {}
     count = 0
     for row in rows:
-        path, directory, mtime = row[1], row[2], row[11]
+        path, directory, mtime = row[0], row[1], row[10]
         if directory not in newest:
             os.makedirs(directory, exist_ok=True)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))

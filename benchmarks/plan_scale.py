@@ -1128,7 +1128,7 @@ def ensure_tree(incoming: Path, history: History) -> dict[str, Any]:
     """The placeholder tree of the history's ``raw_files`` rows, made unless this scale's
     tree is already there (made for the other backend)."""
     table = next(t for t in history.tables if t.name == "raw_files")
-    directories = len({row[2] for row in table.rows})
+    directories = len({row[1] for row in table.rows})
     if incoming.exists():
         return {"files": len(table.rows), "directories": directories, "made_in_seconds": None}
     started = time.perf_counter()
