@@ -271,6 +271,8 @@ arrival_grace_minutes = 0.0
 [tiling]
 enabled = false
 [imaging]
+# The reference run's imager: the pixels are compared.
+backend = "tclean"
 field_of_view_deg = {FIELD_OF_VIEW_DEG}
 niter = 1000
 [schedule]
