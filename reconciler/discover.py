@@ -307,7 +307,7 @@ def _look_everywhere(conn: Connection, root: Path) -> _Look:
         directory = listing.row.path
         listed.add(directory)
         look.checked += 1
-        if directory not in recorded or recorded[directory].mtime != listing.row.mtime:
+        if directory not in recorded or recorded[directory] != listing.row.mtime:
             look.listings.append(listing.row)
         look.compare(files_in(conn, [directory]), _stat_paths(listing.paths))
         pending.extend(listing.subdirectories)
@@ -342,14 +342,13 @@ def _look_where_changed(
             continue
         looked.add(directory)
         look.checked += 1
-        previous = recorded.get(directory)
         try:
             mtime = os.stat(directory).st_mtime
         except OSError:
-            if previous is not None and directory != top:
+            if directory in recorded and directory != top:
                 look.removed |= set(recorded_directories(conn, directory, everything=True))
             continue
-        if previous is not None and previous.mtime == mtime:
+        if directory in recorded and recorded[directory] == mtime:
             continue
         listing = _list(directory)
         if listing is None:

@@ -86,14 +86,18 @@ def remove_published_staging(engine: Engine, settings: Settings, *, now: datetim
                 continue
             _remove_if_empty(staged.parent, work)
         done.append(row.id)
-    if done:
-        with writing(engine) as conn:
-            conn.execute(
-                update(RegistryEntry)
-                .where(RegistryEntry.id.in_(done), RegistryEntry.stage_removed_at.is_(None))
-                .values(stage_removed_at=now)
-            )
+    _stamp(engine, RegistryEntry.stage_removed_at, done, now)
     return len(done)
+
+
+def _stamp(engine: Engine, column: Any, ids: list[int], now: datetime) -> None:
+    """Set ``column`` (a removal time) to ``now`` on the rows ``ids`` of its table where it
+    is not set yet (another service may have set it meanwhile)."""
+    if not ids:
+        return
+    table = column.class_
+    with writing(engine) as conn:
+        conn.execute(update(table).where(table.id.in_(ids), column.is_(None)).values({column: now}))
 
 
 def _remove_if_empty(directory: Path, work: Path) -> None:
@@ -187,13 +191,8 @@ class Retention:
                     paths, prefix = [Path(row.path)], None
                 if _remove_under(work, paths, prefix=prefix, what=f"{table} {row.id}"):
                     done.append(row.id)
+            _stamp(engine, model.removed_at, done, now)
             if done:
-                with writing(engine) as conn:
-                    conn.execute(
-                        update(model)
-                        .where(model.id.in_(done), model.removed_at.is_(None))
-                        .values(removed_at=now)
-                    )
                 log.info("removed the %s of %d observation(s) no window needs", table, len(done))
             removed += len(done)
         return removed

@@ -134,14 +134,6 @@ class DirectoryListing:
         return min(now, datetime.fromtimestamp(self.mtime, UTC))
 
 
-@dataclass(frozen=True)
-class RecordedDirectory:
-    """A directory's row: its mtime at the last trusted listing, and when that changed."""
-
-    mtime: float | None
-    changed_at: datetime
-
-
 def recorded_directories(
     conn: Connection,
     root: str,
@@ -149,10 +141,11 @@ def recorded_directories(
     everything: bool = False,
     changed_since: datetime | None = None,
     paths: Iterable[str] = (),
-) -> dict[str, RecordedDirectory]:
-    """Recorded directories at or under ``root``: all of them (``everything``), or those
-    changed at ``changed_since`` or later and those among ``paths``."""
-    stmt = select(IncomingDirectory.path, IncomingDirectory.mtime, IncomingDirectory.changed_at)
+) -> dict[str, float | None]:
+    """The mtime at the last trusted listing (None: not trusted yet) of the recorded
+    directories at or under ``root``: all of them (``everything``), or those changed at
+    ``changed_since`` or later and those among ``paths``."""
+    stmt = select(IncomingDirectory.path, IncomingDirectory.mtime)
     if everything:
         below = IncomingDirectory.path.startswith(f"{root}/", autoescape=True)
         rows = conn.execute(stmt.where(or_(IncomingDirectory.path == root, below))).all()
@@ -164,11 +157,7 @@ def recorded_directories(
         rows += conn.execute(stmt.where(IncomingDirectory.path.in_(chunk))).all()
     # SQLite's LIKE ignores case: the prefix is checked again exactly.
     prefix = f"{root}/"
-    return {
-        row.path: RecordedDirectory(row.mtime, row.changed_at)
-        for row in rows
-        if row.path == root or row.path.startswith(prefix)
-    }
+    return {row.path: row.mtime for row in rows if row.path == root or row.path.startswith(prefix)}
 
 
 def record_directories(
