@@ -289,9 +289,9 @@ class TimedReconciler(Reconciler):
         with self.ledger.timing("want"):
             return super().want()
 
-    def reconcile(self) -> int:
+    def reconcile(self, *, full: bool = False) -> int:
         with self.ledger.timing("reconcile"):
-            return super().reconcile()
+            return super().reconcile(full=full)
 
     def claim_next(self) -> ClaimedAction | None:
         with self.ledger.timing("claim"):

@@ -11,6 +11,14 @@ from reconciler.db.models import Base
 config = context.config
 target_metadata = Base.metadata
 
+#: Kept by migrations alone, not by the models: the change counter (SQLite's table;
+#: PostgreSQL's is a sequence), read by :mod:`reconciler.db.changes`.
+_UNMODELLED_TABLES = frozenset({"world_changes"})
+
+
+def _include_object(obj, name, type_, reflected, compare_to) -> bool:
+    return not (type_ == "table" and name in _UNMODELLED_TABLES)
+
 
 def _connectable():
     connection = config.attributes.get("connection")
@@ -44,6 +52,7 @@ def _run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=_include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -106,6 +106,10 @@ class PassSettings:
     max_seconds: float = 900.0
     workers: int = 1
     claim_batch: int = 10
+    #: A pass whose world did not change since a look found it settled skips observing it
+    #: (:mod:`reconciler.settled`); a full look still comes at least this often, for what
+    #: only files show (a product removed by hand). 0: every pass looks in full.
+    resync_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -408,6 +412,7 @@ def _validate(s: Settings, label: str) -> None:
         "verification.interval_hours": s.verification.interval_hours,
         "retention.keep_hours": s.retention.keep_hours,
         "retention.log_keep": s.retention.log_keep,
+        "pass.resync_minutes": s.passes.resync_minutes,
     }
     for key, value in not_negative.items():
         if not (math.isfinite(value) and value >= 0):

@@ -43,6 +43,30 @@ def decide(observed: Iterable[GroupObserved], *, now: datetime, policy: DecidePo
     return Plan(decisions=decisions, actions=tuple(sorted(merged.values(), key=_sort_key)))
 
 
+def clock_turns(
+    observed: Iterable[GroupObserved], *, now: datetime, policy: DecidePolicy
+) -> datetime | None:
+    """The first moment after ``now`` at which the clock alone can change what
+    :func:`decide` says of ``observed``: a window's arrival deadline passes, or a backing-off
+    action's ``not_before``. None when only a change of ``observed`` can change it."""
+    moments = []
+    # Groups of one snapshot share one table of actions: each is read once.
+    tables = {}
+    for g in observed:
+        tables[id(g.actions)] = g.actions
+        end = g.group.window_end
+        if end is not None and (g.data_through is None or g.data_through < end):
+            moments.append(_arrival_deadline(end, policy))
+    for actions in tables.values():
+        moments.extend(
+            status.not_before
+            for status in actions.values()
+            if status.not_before is not None and status.state is ActionState.PENDING
+        )
+    later = [moment for moment in moments if moment > now]
+    return min(later, default=None)
+
+
 def _sort_key(spec: ActionSpec) -> tuple[datetime, int, str, int]:
     return spec.sort_key
 

@@ -93,11 +93,14 @@ class ObservedGroup:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The observed world at ``at``: active groups and the action keys already queued."""
+    """The observed world at ``at``: active groups and the action keys already queued.
+    ``turns_at``: the first moment the clock alone changes what was observed (an arriving
+    observation's grace time ends); None when only a change of the data can."""
 
     at: datetime
     groups: tuple[ObservedGroup, ...]
     known_actions: frozenset[ActionKey]
+    turns_at: datetime | None = None
 
     @property
     def observed(self) -> tuple[GroupObserved, ...]:
@@ -199,7 +202,7 @@ def observe_in(
     ids = [row.id for row in groups]
     tolerance = settings.calibration.dec_strip_tolerance_deg
     grace = timedelta(minutes=settings.discovery.grace_minutes)
-    members = _members(
+    members, arriving_since = _members(
         conn, groups, products, tolerance, {r.id: r.dec_deg for r in groups}, now - grace
     )
     recorded = _recorded_members(conn, ids)
@@ -239,7 +242,12 @@ def observe_in(
                 recorded_member_ids=recorded.get(row.id, frozenset()),
             )
         )
-    return Snapshot(at=now, groups=tuple(observed), known_actions=frozenset(actions))
+    return Snapshot(
+        at=now,
+        groups=tuple(observed),
+        known_actions=frozenset(actions),
+        turns_at=None if arriving_since is None else arriving_since + grace,
+    )
 
 
 def _desired(row: Row[Any]) -> DesiredGroup:
@@ -262,8 +270,9 @@ def _members(
     tolerance_deg: float,
     group_dec: dict[int, float | None],
     seen_before: datetime,
-) -> dict[int, list[_Member]]:
-    """Observations starting inside each window, at the group's dec strip.
+) -> tuple[dict[int, list[_Member]], datetime | None]:
+    """Observations starting inside each window, at the group's dec strip, and when the
+    earliest of them still arriving was first seen.
 
     A group without a dec yet takes the dec of its earliest observation; the pass then
     records it, so a later change of pointing inside the window does not move the group.
@@ -273,7 +282,7 @@ def _members(
     """
     windows = [g for g in groups if g.window_start is not None and g.window_end is not None]
     if not windows:
-        return {}
+        return {}, None
     stmt = (
         select(
             Observation.id,
@@ -297,10 +306,15 @@ def _members(
     exists = registry.product_exists
     ids: list[int] = []
     states: list[ObservationState] = []
+    arriving_since: datetime | None = None
     # Rows unpacked by position: attribute access per column costs more than the query.
     for id_, key, start, end, dec_deg, ready, problem, seen, ms, calibrated, image in conn.execute(
         stmt
     ).all():
+        # Discovery waits its grace time for missing files after it first saw any.
+        arriving = not ready and seen > seen_before
+        if arriving and (arriving_since is None or seen < arriving_since):
+            arriving_since = seen
         ids.append(id_)
         states.append(
             ObservationState(
@@ -310,8 +324,7 @@ def _members(
                 dec_deg=dec_deg,
                 ready=ready,
                 problem=problem,
-                # Discovery waits its grace time for missing files after it first saw any.
-                arriving=not ready and seen > seen_before,
+                arriving=arriving,
                 converted=exists(ActionKind.CONVERT, ms),
                 calibrated=exists(ActionKind.APPLY, calibrated),
                 imaged=exists(ActionKind.IMAGE, image),
@@ -334,7 +347,7 @@ def _members(
         ]
         if inside:
             found[group.id] = inside
-    return found
+    return found, arriving_since
 
 
 def _merged_spans(windows: list[Row[Any]]) -> list[tuple[datetime, datetime]]:

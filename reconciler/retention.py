@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from reconciler.config import Settings
-from reconciler.db.engine import reading, writing
+from reconciler.db.engine import reading, reading_one, writing
 from reconciler.db.models import (
     FINAL_PHASES,
     CalibratedMS,
@@ -60,7 +60,7 @@ def remove_published_staging(engine: Engine, settings: Settings, *, now: datetim
     """Remove the staged copies of mosaics published since the last call; returns how many
     products' copies were removed (or found gone already)."""
     work = settings.paths.work
-    with reading(engine) as conn:
+    with reading_one(engine) as conn:
         rows = conn.execute(
             select(RegistryEntry.id, RegistryEntry.stage_path)
             .where(RegistryEntry.status == "published", RegistryEntry.stage_removed_at.is_(None))

@@ -24,9 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import refresh_statistics, writing
+from reconciler.db.changes import racy_seconds, world_changes
+from reconciler.db.engine import reading, reading_one, refresh_statistics, writing
 from reconciler.db.models import MosaicGroup, MosaicGroupMember
-from reconciler.decide import decide
+from reconciler.decide import clock_turns, decide
 from reconciler.desired import WantReport, want
 from reconciler.discover import DiscoveryReport, discover
 from reconciler.engine.claims import Claims
@@ -38,8 +39,9 @@ from reconciler.errors import describe
 from reconciler.io.watch import ChangeHints, IncomingWatcher
 from reconciler.model import ClaimedAction, GroupDecision, Phase, Plan
 from reconciler.observations import DiscoveryPolicy
-from reconciler.observe import ObservedGroup, Snapshot, observe
+from reconciler.observe import ObservedGroup, Snapshot, observe, observe_in
 from reconciler.retention import Retention, remove_published_staging
+from reconciler.settled import SettledWorld
 from reconciler.sky import TransitFinder, transit_finder
 from reconciler.verify import VerifyReport, verify_published
 
@@ -122,6 +124,7 @@ class Reconciler:
         self._leftovers_possible = True
         self._statistics_at: float | None = None
         self._retention = Retention()
+        self._settled = SettledWorld(60 * settings.passes.resync_minutes)
         #: The kernel's file events on the incoming tree, once :meth:`watch_incoming` is called.
         self.watcher: IncomingWatcher | None = None
 
@@ -276,13 +279,54 @@ class Reconciler:
             self.engine, self.settings, transits=self.transits, now=self.clock(), actor=self.owner
         )
 
-    def reconcile(self) -> int:
-        """Observe, decide, and write back: new actions and group statuses. Returns #queued."""
-        snapshot, plan = self.plan()
-        return self.apply(snapshot, plan)
+    def reconcile(self, *, full: bool = False) -> int:
+        """Observe, decide, and write back: new actions and group statuses. Returns #queued.
+
+        Skipped while the world is as the last look found it settled (:mod:`reconciler.
+        settled`), unless ``full``.
+        """
+        now = self.clock()
+        started = self._settled.monotonic()
+        if not full:
+            with reading_one(self.engine) as conn:
+                if self._settled.holds(world_changes(conn), now, read_at=started):
+                    return 0
+        with reading(self.engine) as conn:
+            # Read again first, in the look's own snapshot: the look sees every change
+            # counted (a change since the read above leaves the world unsettled).
+            counter = world_changes(conn)
+            racy = racy_seconds(conn)
+            snapshot = observe_in(
+                conn,
+                self.registry,
+                self.settings,
+                now=now,
+                transits=self.transits,
+            )
+        policy = self.settings.decide_policy
+        plan = decide(snapshot.observed, now=now, policy=policy)
+        queued, wrote = self._write_back(snapshot, plan)
+        turns = [
+            t
+            for t in (snapshot.turns_at, clock_turns(snapshot.observed, now=now, policy=policy))
+            if t is not None
+        ]
+        self._settled.looked(
+            counter,
+            started=started,
+            racy_seconds=racy,
+            wrote=wrote,
+            turns_at=min(turns, default=None),
+        )
+        return queued
 
     def apply(self, snapshot: Snapshot, plan: Plan) -> int:
         """Enqueue the plan's new actions and write changed statuses, in one transaction."""
+        return self._write_back(snapshot, plan)[0]
+
+    def _write_back(self, snapshot: Snapshot, plan: Plan) -> tuple[int, bool]:
+        """:meth:`apply`; returns how many actions were queued and whether anything was
+        written."""
         now = snapshot.at
         new = [s for s in plan.actions if s.key not in snapshot.known_actions]
         redo = [s for s in plan.actions if s.redo_version is not None]
@@ -293,7 +337,7 @@ class Reconciler:
             if _status_changed(groups[d.group_id], d) or _membership_changed(groups[d.group_id], d)
         ]
         if not (new or redo or changed):
-            return 0
+            return 0, False
         with writing(self.engine) as conn:
             queued = queries.enqueue(conn, new, now=now)
             for spec in redo:
@@ -308,7 +352,7 @@ class Reconciler:
                     )
             for decision in changed:
                 _write_status(conn, groups[decision.group_id], decision, now, self.owner)
-        return queued
+        return queued, True
 
     def reclaim_expired(self) -> int:
         """Return actions whose holder stopped heart-beating to the queue (or fail them)."""

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Row, select, update
 
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import reading, writing
+from reconciler.db.engine import reading_one, writing
 from reconciler.db.models import RegistryEntry
 from reconciler.io.checksum import sha256
 from reconciler.io.confine import inside
@@ -48,7 +48,7 @@ def verify_published(
     if v.interval_hours <= 0:
         return report
     due = now - timedelta(hours=v.interval_hours)
-    with reading(engine) as conn:
+    with reading_one(engine) as conn:
         rows = conn.execute(
             select(
                 RegistryEntry.id,

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db import queries
-from reconciler.db.engine import reading, writing, writing_one
+from reconciler.db.engine import reading, reading_one, writing, writing_one
 from reconciler.engine.registry import ActionRegistry
 from reconciler.engine.runner import (
     KILL_GRACE_SECONDS,
@@ -148,6 +148,10 @@ class Executor:
         """
         now = self.clock()
         policy = self.settings.retry_policy
+        # Most often there is none: one read, without the write lock or a transaction.
+        with reading_one(self.engine) as conn:
+            if not queries.any_expired_lease(conn, now=now):
+                return 0
         with writing(self.engine) as conn:
             leases = queries.expired_leases(conn, now=now)
             for lease in leases:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.decide import DecidePolicy, decide, decide_group, window_problem
+from reconciler.decide import DecidePolicy, clock_turns, decide, decide_group, window_problem
 from reconciler.model import (
     ActionKey,
     ActionKind,
@@ -635,3 +635,48 @@ def test_decide_of_no_groups_is_an_empty_plan():
 
     assert plan.decisions == ()
     assert plan.actions == ()
+
+
+CLOCK_CASES = {
+    "waiting for the window's data": observed(members=members("imaged", 2)),
+    "backing off": with_actions(
+        observed(members=(member(0, "raw", ready=True),)),
+        status(CONVERTS[0], ActionState.PENDING, not_before=EARLY + timedelta(minutes=7)),
+    ),
+    "backing off while waiting": with_actions(
+        observed(members=(member(0, "raw", ready=True), member(1, "imaged"))),
+        status(CONVERTS[0], ActionState.PENDING, not_before=EARLY + timedelta(hours=2)),
+    ),
+    "all data in": observed(members=members("imaged"), data_through=WINDOW_END),
+}
+
+
+@pytest.mark.parametrize("g", CLOCK_CASES.values(), ids=CLOCK_CASES.keys())
+def test_decide_says_the_same_until_the_clock_turns(g):
+    """What the settled world relies on: until ``clock_turns``, decide's answer holds."""
+    turns = clock_turns([g], now=EARLY, policy=POLICY)
+    before = decide([g], now=EARLY, policy=POLICY)
+    if turns is None:
+        moments = [EARLY + timedelta(days=d) for d in (1, 30, 3650)]
+    else:
+        assert turns > EARLY
+        step = (turns - EARLY) / 7
+        moments = [EARLY + i * step for i in range(1, 7)] + [turns - timedelta(microseconds=1)]
+    for moment in moments:
+        assert decide([g], now=moment, policy=POLICY) == before, moment
+
+
+def test_the_clock_turns_at_the_first_deadline_or_backoff_end():
+    backoff = EARLY + timedelta(minutes=7)
+    g = with_actions(
+        observed(members=(member(0, "raw", ready=True),)),
+        status(CONVERTS[0], ActionState.PENDING, not_before=backoff),
+        status(CONVERTS[1], ActionState.RUNNING, not_before=EARLY + timedelta(minutes=1)),
+    )
+    assert clock_turns([g], now=EARLY, policy=POLICY) == backoff
+    reasons = [decide([g], now=t, policy=POLICY).decisions[0].reason for t in (EARLY, backoff)]
+    assert "retrying after" in reasons[0] and reasons[1].endswith("queued")
+    # With a later backoff, the arrival deadline (the window's end plus the grace) is first.
+    later = with_actions(g, status(CONVERTS[0], ActionState.PENDING, not_before=LATE))
+    assert clock_turns([later], now=EARLY, policy=POLICY) == WINDOW_END + POLICY.arrival_grace
+    assert clock_turns([], now=EARLY, policy=POLICY) is None
