@@ -93,7 +93,7 @@ from reconciler.progress import read_progress
 from reconciler.service import Reconciler
 from reconciler.steps import product_registry
 
-KINDS = ("convert", "solve", "apply", "image", "mosaic", "publish")
+KINDS = ("convert", "solve", "apply", "image", "mosaic", "catalogue", "publish")
 #: The correlator's shape (issue 9): per observation 16 x 48 channels, 96 antennas.
 SHAPE = {"n_subbands": 16, "channels_per_subband": 48, "n_antennas": 96, "n_pols": 4}
 OBSERVATION_S = INTEGRATIONS_PER_OBSERVATION * INTEGRATION_S

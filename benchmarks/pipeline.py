@@ -110,9 +110,9 @@ from reconciler.steps import product_registry
 
 PG_ADMIN_URL = os.environ.get("RECONCILER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("postgresql", "sqlite")
-KINDS = ("convert", "solve", "apply", "image", "mosaic", "publish")
+KINDS = ("convert", "solve", "apply", "image", "mosaic", "catalogue", "publish")
 #: Kinds of which a window has one action: they cannot share the workers.
-SERIAL_KINDS = ("solve", "mosaic", "publish")
+SERIAL_KINDS = ("solve", "mosaic", "catalogue", "publish")
 OBSERVATION = timedelta(seconds=INTEGRATIONS_PER_OBSERVATION * INTEGRATION_S)
 #: The demo's observations in its window; more or fewer widen or narrow its hour and window.
 DEMO_OBSERVATIONS = 10

@@ -10,10 +10,11 @@ ANALYZEd. A year is 105,000 observations (every possible 5-minute observation re
 conservative case; ~109 a day would give 40,000) in back-to-back runs with gaps and a change
 of dec strip every 25 days; windows of 10 observations with stride 8
 (:func:`reconciler.windows.tile_windows`) make ~13,000 mosaic groups, all published (with
-their measurement sets, calibrated MSs, images, done actions and registry rows) except the
-50 most recent. Those stand at every stage: publishing, mosaicking, imaging, calibrating,
-converting, or raw data still arriving, and every action they want is running under another
-worker's unexpired lease, backing off, or failed, so nothing is claimable. Three
+their measurement sets, calibrated MSs, images, done actions, registry rows and source
+catalogues) except the 50 most recent. Those stand at every stage: publishing, cataloguing,
+mosaicking, imaging, calibrating, converting, or raw data still arriving, and every action
+they want is running under another worker's unexpired lease, backing off, or failed, so
+nothing is claimable. Three
 calibration solutions a day cover every observation (no transit search), and ~1,000,000
 events (a year) record the history. Smaller scales are proportional.
 
@@ -105,6 +106,7 @@ from reconciler.model import ActionKind, ActionState, ClaimedAction
 from reconciler.naming import (
     calibrated_ms_path,
     caltable_prefix,
+    catalogue_paths,
     group_target,
     image_prefix,
     measurement_set_path,
@@ -151,7 +153,8 @@ CALIBRATORS = (
 
 #: The most recent groups, oldest first, are left at these stages (50 in all).
 INCOMPLETE_STAGES = (
-    ("publish", 5),
+    ("publish", 3),
+    ("catalogue", 2),
     ("mosaic", 5),
     ("image", 10),
     ("apply", 10),
@@ -163,6 +166,7 @@ INCOMPLETE_STAGES = (
 MEMBER_LEVEL = {
     "published": 4,
     "publish": 4,
+    "catalogue": 4,
     "mosaic": 4,
     "image": 3,
     "apply": 2,
@@ -170,6 +174,12 @@ MEMBER_LEVEL = {
     "waiting": 0,
 }
 OBSERVATION_KINDS = (ActionKind.CONVERT, ActionKind.APPLY, ActionKind.IMAGE)
+#: The group action wanted at each of the last stages.
+OPEN_GROUP_KIND = {
+    "publish": ActionKind.PUBLISH,
+    "catalogue": ActionKind.CATALOGUE,
+    "mosaic": ActionKind.MOSAIC,
+}
 PHASE_PATH = (
     "new",
     "waiting",
@@ -177,6 +187,7 @@ PHASE_PATH = (
     "calibrating",
     "imaging",
     "mosaicking",
+    "cataloguing",
     "publishing",
     "published",
 )
@@ -549,11 +560,13 @@ def _published_path(group: Group) -> str:
     return str(PRODUCTS / "mosaics" / f"mosaic_{label}_g1.fits")
 
 
-def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Table]:
-    """Groups (published ones with their status), members, and the mosaic registry."""
+def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Table, Table]:
+    """Groups (published ones with their status), members, the mosaic registry and the
+    source catalogues."""
     rows: list[Row] = []
     members: list[Row] = []
     registry: list[Row] = []
+    catalogues: list[Row] = []
     for g in groups:
         published = g.stage == "published"
         path = _published_path(g) if published else None
@@ -574,6 +587,10 @@ def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Tab
         )
         members.extend((g.id, m + 1, pos, "member") for pos, m in enumerate(g.members))
         if published or g.stage == "publish":
+            staged = staging_dir(WORK, g.id, 1) / "mosaic.fits"
+            sources, rms = catalogue_paths(staged)
+            catalogues.append((g.id, 1, str(sources), str(rms), "PyBDSF", "1.14.1", 0, 1e-3, g.end))
+        if published or g.stage in ("publish", "catalogue"):
             registry.append(
                 (
                     "mosaic",
@@ -608,6 +625,14 @@ def _group_tables(groups: list[Group], now: datetime) -> tuple[Table, Table, Tab
                 "verified_at stage_removed_at"
             ),
             registry,
+        ),
+        Table(
+            "catalogues",
+            _names(
+                "group_id generation path rms_path finder finder_version n_components "
+                "median_rms_jy created_at"
+            ),
+            catalogues,
         ),
     )
 
@@ -738,13 +763,14 @@ def _actions(
             built.add_open(OBSERVATION_KINDS[level[i] - 1], target, 0, group)
     for g in groups:
         target = group_target(g.id)
-        if g.stage in ("published", "publish"):
+        if g.stage in ("published", "publish", "catalogue"):
             built.add_done(ActionKind.MOSAIC, target, 1, g, g.end + timedelta(minutes=50))
+        if g.stage in ("published", "publish"):
+            built.add_done(ActionKind.CATALOGUE, target, 1, g, g.end + timedelta(minutes=52))
         if g.stage == "published":
             built.add_done(ActionKind.PUBLISH, target, 1, g, g.end + timedelta(minutes=55))
-        elif g.stage in ("publish", "mosaic"):
-            kind = ActionKind.PUBLISH if g.stage == "publish" else ActionKind.MOSAIC
-            built.add_open(kind, target, 1, g)
+        elif g.stage in OPEN_GROUP_KIND:
+            built.add_open(OPEN_GROUP_KIND[g.stage], target, 1, g)
     assert built.probe is not None, "no backing-off convert action to claim"
     return built.rows, built.done, built.probe
 

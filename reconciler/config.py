@@ -183,6 +183,15 @@ class MosaicSettings:
 
 
 @dataclass(frozen=True)
+class CatalogueSettings:
+    """The source finder (PyBDSF) on every mosaic: components grow from peaks above
+    ``thresh_pix`` times the local rms into islands above ``thresh_isl`` times it."""
+
+    thresh_pix: float = 5.0
+    thresh_isl: float = 3.0
+
+
+@dataclass(frozen=True)
 class VerificationSettings:
     """Every published product's files are read and checked against their recorded SHA-256
     once per ``interval_hours`` (0: never), at most ``max_per_pass`` products per pass."""
@@ -241,6 +250,7 @@ class Settings:
     site: Site = field(default_factory=Site)
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
+    catalogue: CatalogueSettings = field(default_factory=CatalogueSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
@@ -399,6 +409,8 @@ def _validate(s: Settings, label: str) -> None:
         "retention.max_per_pass": s.retention.max_per_pass,
         "retention.log_max_mb": s.retention.log_max_mb,
         "retention.log_days": s.retention.log_days,
+        "catalogue.thresh_pix": s.catalogue.thresh_pix,
+        "catalogue.thresh_isl": s.catalogue.thresh_isl,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):

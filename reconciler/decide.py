@@ -163,7 +163,10 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
         )
         return GroupDecision(group.id, Phase.INSUFFICIENT, reason, None, excluded=keys)
 
-    kind = ActionKind.PUBLISH if g.mosaic_done else ActionKind.MOSAIC
+    if not g.mosaic_done:
+        kind = ActionKind.MOSAIC
+    else:
+        kind = ActionKind.PUBLISH if g.catalogued else ActionKind.CATALOGUE
     key = ActionKey(kind, group_target(group.id), group.generation)
     spec = _spec(key, g, priority)
     return _with_notes(_in_progress(g, [spec], [], now=now), notes, keys)
@@ -229,6 +232,7 @@ _PHASE_OF_KIND = {
     ActionKind.APPLY: Phase.CALIBRATING,
     ActionKind.IMAGE: Phase.IMAGING,
     ActionKind.MOSAIC: Phase.MOSAICKING,
+    ActionKind.CATALOGUE: Phase.CATALOGUING,
     ActionKind.PUBLISH: Phase.PUBLISHING,
 }
 

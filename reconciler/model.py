@@ -21,6 +21,7 @@ class ActionKind(enum.StrEnum):
     APPLY = "apply"
     IMAGE = "image"
     MOSAIC = "mosaic"
+    CATALOGUE = "catalogue"
     PUBLISH = "publish"
 
     @property
@@ -57,6 +58,7 @@ class Phase(enum.StrEnum):
     CALIBRATING = "calibrating"
     IMAGING = "imaging"
     MOSAICKING = "mosaicking"
+    CATALOGUING = "cataloguing"
     PUBLISHING = "publishing"
     PUBLISHED = "published"
     FAILED = "failed"
@@ -189,6 +191,8 @@ class GroupObserved:
     calibration: CalibrationState = CalibrationState()
     data_through: datetime | None = None
     mosaic_done: bool = False
+    #: The staged mosaic's source catalogue and rms map are there.
+    catalogued: bool = False
     published_path: str | None = None
     actions: dict[ActionKey, ActionStatus] = field(default_factory=dict)
 

@@ -95,14 +95,27 @@ def staging_dir(work: Path, group_id: int, generation: int) -> Path:
     return work / "staging" / f"group{group_id:06d}_g{generation}"
 
 
+_CATALOGUE, _RMS_MAP = ".sources.fits", ".rms.fits"
+
 #: Files made and published beside a mosaic FITS (same stem, these suffixes).
-COMPANION_SUFFIXES = (".weight.fits", ".png")
+COMPANION_SUFFIXES = (".weight.fits", ".png", _CATALOGUE, _RMS_MAP)
 
 
 def companion_paths(mosaic: Path) -> list[Path]:
-    """The weight map and preview beside a mosaic FITS file."""
+    """The weight map, preview, source catalogue and rms map beside a mosaic FITS file."""
     stem = mosaic.name.removesuffix(".fits")
     return [mosaic.with_name(stem + suffix) for suffix in COMPANION_SUFFIXES]
+
+
+def catalogue_paths(mosaic: Path) -> tuple[Path, Path]:
+    """The source catalogue and the background rms map of a mosaic, beside it."""
+    stem = mosaic.name.removesuffix(".fits")
+    return mosaic.with_name(stem + _CATALOGUE), mosaic.with_name(stem + _RMS_MAP)
+
+
+def rms_map_of(catalogue: Path) -> Path:
+    """The background rms map beside a source catalogue."""
+    return catalogue.with_name(catalogue.name.removesuffix(_CATALOGUE) + _RMS_MAP)
 
 
 #: A name one attempt writes before renaming it into place: ``.<final>.attempt-<token>``.

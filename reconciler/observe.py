@@ -50,6 +50,7 @@ from reconciler.db.models import (
     MosaicGroupMember,
     Observation,
     RegistryEntry,
+    SourceCatalogue,
 )
 from reconciler.db.types import UTCDateTime
 from reconciler.eligibility import (
@@ -215,6 +216,7 @@ def observe_in(
     targets += [observation_target(c.solve_target) for c in calibration.values() if c.solve_target]
     actions = _actions(conn, targets)
     registry_rows = _mosaics(conn, ids, products)
+    catalogued = _catalogued(conn, ids, products)
     data_through = conn.execute(select(func.max(Observation.end_time))).scalar()
 
     observed = []
@@ -227,6 +229,7 @@ def observe_in(
             calibration=calibration.get(row.id, CalibrationState()),
             data_through=data_through,
             mosaic_done=mosaic_done,
+            catalogued=(row.id, row.generation) in catalogued,
             published_path=published,
             actions=actions,
         )
@@ -440,6 +443,22 @@ def _mosaics(
         made = published is not None or registry.product_exists(ActionKind.MOSAIC, row.stage_path)
         found[(row.group_id, row.generation)] = (made, published)
     return found
+
+
+def _catalogued(
+    conn: Connection, group_ids: list[int], registry: _Confined
+) -> set[tuple[int, int]]:
+    """The (group, generation)s whose staged mosaic has its source catalogue."""
+    rows = conn.execute(
+        select(SourceCatalogue.group_id, SourceCatalogue.generation, SourceCatalogue.path).where(
+            SourceCatalogue.group_id.in_(group_ids)
+        )
+    ).all()
+    return {
+        (group_id, generation)
+        for group_id, generation, path in rows
+        if registry.product_exists(ActionKind.CATALOGUE, path)
+    }
 
 
 def _calibration(

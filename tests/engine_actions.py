@@ -109,10 +109,15 @@ def record(
     _, name = parse_target(claimed.key.target)
     path = result["path"]
     now = datetime.now(UTC)
-    if kind in (ActionKind.MOSAIC, ActionKind.PUBLISH):
+    if kind in (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.PUBLISH):
         group_id, generation = int(name), claimed.key.generation
         if kind is ActionKind.MOSAIC:
             artifacts.stage_mosaic(conn, group_id, generation, stage_path=path)
+        elif kind is ActionKind.CATALOGUE:
+            artifacts.record_catalogue(
+                conn, group_id, generation, path=path, rms_path=path, finder="test",
+                finder_version="0", median_rms_jy=None, components=[],
+            )  # fmt: skip
         else:
             artifacts.mark_published(
                 conn, group_id, generation, published_path=path, checksum=sha256(Path(path)), at=now

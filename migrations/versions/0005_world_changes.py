@@ -14,7 +14,8 @@ Lease renewals (``actions.heartbeat_at``, ``lease_expires_at``), discovery's boo
   writer's own transaction (SQLite has one writer at a time).
 
 A later migration that rebuilds a watched table on SQLite (``batch_alter_table``) drops
-its triggers with it and must create them again (``create_counters``).
+its triggers with it and must create them again (``count_changes_of``), as one that adds a
+table a pass observes must count its changes.
 
 Revision ID: 0005
 Revises: 0004
@@ -65,13 +66,39 @@ _WATCHED: dict[str, tuple[str, ...] | None] = {
 _EVENTS = ("INSERT", "DELETE", "UPDATE")
 
 
-def _update_of(table: str) -> str:
-    columns = _WATCHED[table]
+def _update_of(columns: tuple[str, ...] | None) -> str:
     return "UPDATE" if columns is None else f"UPDATE OF {', '.join(columns)}"
 
 
-def create_counters() -> None:
-    """The counter and the triggers that advance it on every watched table."""
+def count_changes_of(table: str, columns: tuple[str, ...] | None = None) -> None:
+    """The triggers that count every insert and delete of ``table``'s rows, and every
+    update of ``columns`` (None: of any column)."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"CREATE CONSTRAINT TRIGGER world_changes AFTER INSERT OR DELETE OR "
+            f"{_update_of(columns)} ON {table} DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION count_world_change()"
+        )
+        return
+    for event in _EVENTS:
+        when = _update_of(columns) if event == "UPDATE" else event
+        op.execute(
+            f"CREATE TRIGGER world_changes_{table}_{event.lower()} AFTER {when} ON {table} "
+            "BEGIN UPDATE world_changes SET counter = counter + 1 WHERE id = 1; END"
+        )
+
+
+def stop_counting_changes_of(table: str) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TRIGGER IF EXISTS world_changes ON {table}")
+        return
+    for event in _EVENTS:
+        op.execute(f"DROP TRIGGER IF EXISTS world_changes_{table}_{event.lower()}")
+
+
+def create_counter() -> None:
+    """The counter: a sequence and the function that advances it on PostgreSQL, a table of
+    one row on SQLite."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute("CREATE SEQUENCE world_changes")
         # Anyone allowed to write a watched table may count a change.
@@ -80,43 +107,29 @@ def create_counters() -> None:
             "CREATE FUNCTION count_world_change() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN PERFORM nextval('world_changes'); RETURN NULL; END $$"
         )
-        for table in _WATCHED:
-            op.execute(
-                f"CREATE CONSTRAINT TRIGGER world_changes AFTER INSERT OR DELETE OR "
-                f"{_update_of(table)} ON {table} DEFERRABLE INITIALLY DEFERRED "
-                "FOR EACH ROW EXECUTE FUNCTION count_world_change()"
-            )
         return
     op.execute(
         "CREATE TABLE world_changes (id INTEGER PRIMARY KEY CHECK (id = 1), "
         "counter INTEGER NOT NULL)"
     )
     op.execute("INSERT INTO world_changes (id, counter) VALUES (1, 0)")
-    for table in _WATCHED:
-        for event in _EVENTS:
-            when = _update_of(table) if event == "UPDATE" else event
-            op.execute(
-                f"CREATE TRIGGER world_changes_{table}_{event.lower()} AFTER {when} ON {table} "
-                "BEGIN UPDATE world_changes SET counter = counter + 1 WHERE id = 1; END"
-            )
 
 
-def drop_counters() -> None:
+def drop_counter() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for table in _WATCHED:
-            op.execute(f"DROP TRIGGER IF EXISTS world_changes ON {table}")
         op.execute("DROP FUNCTION IF EXISTS count_world_change()")
         op.execute("DROP SEQUENCE IF EXISTS world_changes")
         return
-    for table in _WATCHED:
-        for event in _EVENTS:
-            op.execute(f"DROP TRIGGER IF EXISTS world_changes_{table}_{event.lower()}")
     op.execute("DROP TABLE IF EXISTS world_changes")
 
 
 def upgrade() -> None:
-    create_counters()
+    create_counter()
+    for table, columns in _WATCHED.items():
+        count_changes_of(table, columns)
 
 
 def downgrade() -> None:
-    drop_counters()
+    for table in _WATCHED:
+        stop_counting_changes_of(table)
+    drop_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
@@ -20,6 +20,8 @@ from reconciler.db.models import (
     MeasurementSet,
     Observation,
     RegistryEntry,
+    Source,
+    SourceCatalogue,
 )
 from reconciler.errors import PermanentError
 
@@ -167,6 +169,57 @@ def stage_mosaic(conn: Connection, group_id: int, generation: int, *, stage_path
         "status": "staging",
     }
     _upsert(conn, RegistryEntry, values, ["kind", "group_id", "generation"])
+
+
+def staged_mosaic(conn: Connection, group_id: int, generation: int) -> str | None:
+    """The staged mosaic's path of one generation of a group, if it was staged."""
+    return conn.execute(
+        select(RegistryEntry.stage_path).where(
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.group_id == group_id,
+            RegistryEntry.generation == generation,
+        )
+    ).scalar()
+
+
+def record_catalogue(
+    conn: Connection,
+    group_id: int,
+    generation: int,
+    *,
+    path: str,
+    rms_path: str,
+    finder: str,
+    finder_version: str,
+    median_rms_jy: float | None,
+    components: list[dict[str, float]],
+) -> int:
+    """Record the source catalogue of a group generation's mosaic and its components,
+    replacing what an earlier attempt recorded; returns the catalogue's id."""
+    conn.execute(
+        delete(SourceCatalogue).where(
+            SourceCatalogue.group_id == group_id, SourceCatalogue.generation == generation
+        )
+    )
+    catalogue_id = conn.execute(
+        insert(SourceCatalogue)
+        .values(
+            group_id=group_id,
+            generation=generation,
+            path=path,
+            rms_path=rms_path,
+            finder=finder,
+            finder_version=finder_version,
+            n_components=len(components),
+            median_rms_jy=median_rms_jy,
+        )
+        .returning(SourceCatalogue.id)
+    ).scalar_one()
+    if components:
+        conn.execute(
+            insert(Source), [{"catalogue_id": catalogue_id, **values} for values in components]
+        )
+    return catalogue_id
 
 
 def mark_published(

@@ -403,6 +403,55 @@ class RegistryEntry(Base):
     stage_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class SourceCatalogue(Base):
+    """The source finder's catalogue and rms map of one group generation's mosaic, staged
+    beside it (published with it, as companions)."""
+
+    __tablename__ = "catalogues"
+    __table_args__ = (UniqueConstraint("group_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mosaic_groups.id", ondelete="SET NULL"), index=True
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    #: The staged FITS binary table of the components.
+    path: Mapped[str] = mapped_column(Text)
+    #: The staged background rms map.
+    rms_path: Mapped[str] = mapped_column(Text)
+    finder: Mapped[str] = mapped_column(String(32))
+    finder_version: Mapped[str] = mapped_column(String(32))
+    n_components: Mapped[int] = mapped_column(Integer)
+    median_rms_jy: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class Source(Base):
+    """One component of a catalogue: a fitted Gaussian (positions in degrees, errors and
+    sizes in arcseconds, flux densities in Jy; peak in Jy/beam)."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    catalogue_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogues.id", ondelete="CASCADE"), index=True
+    )
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float, index=True)
+    ra_err_arcsec: Mapped[float] = mapped_column(Float)
+    dec_err_arcsec: Mapped[float] = mapped_column(Float)
+    peak_jy: Mapped[float] = mapped_column(Float)
+    peak_err_jy: Mapped[float] = mapped_column(Float)
+    flux_jy: Mapped[float] = mapped_column(Float)
+    flux_err_jy: Mapped[float] = mapped_column(Float)
+    major_arcsec: Mapped[float] = mapped_column(Float)
+    minor_arcsec: Mapped[float] = mapped_column(Float)
+    pa_deg: Mapped[float] = mapped_column(Float)
+    deconvolved_major_arcsec: Mapped[float] = mapped_column(Float)
+    deconvolved_minor_arcsec: Mapped[float] = mapped_column(Float)
+    local_rms_jy: Mapped[float] = mapped_column(Float)
+
+
 class Event(Base):
     """Append-only history of every action outcome and state change."""
 

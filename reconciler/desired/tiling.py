@@ -34,6 +34,7 @@ IN_FLIGHT = tuple(
         Phase.CALIBRATING,
         Phase.IMAGING,
         Phase.MOSAICKING,
+        Phase.CATALOGUING,
         Phase.PUBLISHING,
     )
 )

@@ -11,7 +11,7 @@ from reconciler.engine.registry import ActionRegistry
 
 def product_registry() -> ActionRegistry:
     """The actions the product performs; the only place real handlers are registered."""
-    from reconciler.steps import apply, convert, image, mosaic, publish, solve
+    from reconciler.steps import apply, catalogue, convert, image, mosaic, publish, solve
 
     return ActionRegistry(
         [
@@ -20,6 +20,7 @@ def product_registry() -> ActionRegistry:
             apply.HANDLER,
             image.HANDLER,
             mosaic.HANDLER,
+            catalogue.HANDLER,
             publish.HANDLER,
         ]
     )

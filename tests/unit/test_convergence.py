@@ -50,7 +50,7 @@ IDLE_PHASES = {
     Phase.INSUFFICIENT,
 }
 OBSERVATION_KINDS = (ActionKind.CONVERT, ActionKind.SOLVE, ActionKind.APPLY, ActionKind.IMAGE)
-GROUP_KINDS = (ActionKind.MOSAIC, ActionKind.PUBLISH)
+GROUP_KINDS = (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.PUBLISH)
 #: The artifact flag of an observation that each observation action produces.
 PRODUCT_FLAG = {
     ActionKind.CONVERT: "converted",
@@ -58,7 +58,7 @@ PRODUCT_FLAG = {
     ActionKind.IMAGE: "imaged",
 }
 #: Actions whose product a test may delete behind the reconciler's back.
-REMOVABLE = (*PRODUCT_FLAG, ActionKind.MOSAIC)
+REMOVABLE = (*PRODUCT_FLAG, ActionKind.MOSAIC, ActionKind.CATALOGUE)
 
 
 @dataclass
@@ -72,6 +72,7 @@ class World:
     #: Actions that fail permanently whenever they run.
     doomed: frozenset[ActionKey]
     mosaics: set[int] = field(default_factory=set)
+    catalogues: set[int] = field(default_factory=set)
     published: dict[int, str] = field(default_factory=dict)
     actions: dict[ActionKey, ActionStatus] = field(default_factory=dict)
     #: Finished actions whose product was deleted since they last ran.
@@ -96,6 +97,7 @@ class World:
                     calibration=calibration,
                     data_through=self.data_through,
                     mosaic_done=group.id in self.mosaics,
+                    catalogued=group.id in self.catalogues,
                     published_path=self.published.get(group.id),
                     actions=dict(self.actions),
                 )
@@ -158,6 +160,8 @@ class World:
         _, name = parse_target(key.target)
         if key.kind is ActionKind.MOSAIC:
             self.mosaics.add(int(name))
+        elif key.kind is ActionKind.CATALOGUE:
+            self.catalogues.add(int(name))
         elif key.kind is ActionKind.PUBLISH:
             self.published[int(name)] = f"mosaics/group{name}.fits"
         elif key.kind is ActionKind.SOLVE:
@@ -179,6 +183,8 @@ class World:
         _, name = parse_target(key.target)
         if key.kind is ActionKind.MOSAIC:
             self.mosaics.discard(int(name))
+        elif key.kind is ActionKind.CATALOGUE:
+            self.catalogues.discard(int(name))
         else:
             flag = PRODUCT_FLAG[key.kind]
             self.observations[name] = replace(self.observations[name], **{flag: False})
@@ -188,6 +194,8 @@ class World:
         _, name = parse_target(key.target)
         if key.kind is ActionKind.MOSAIC:
             return int(name) in self.mosaics and int(name) not in self.published
+        if key.kind is ActionKind.CATALOGUE:
+            return int(name) in self.catalogues and int(name) not in self.published
         return getattr(self.observations[name], PRODUCT_FLAG[key.kind])
 
 

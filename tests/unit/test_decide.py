@@ -95,6 +95,7 @@ APPLIES = [obs_key(ActionKind.APPLY, i) for i in range(3)]
 IMAGES = [obs_key(ActionKind.IMAGE, i) for i in range(3)]
 SOLVE_ON_0 = obs_key(ActionKind.SOLVE, 0)
 MOSAIC = ActionKey(ActionKind.MOSAIC, group_target(1), 1)
+CATALOGUE = ActionKey(ActionKind.CATALOGUE, group_target(1), 1)
 PUBLISH = ActionKey(ActionKind.PUBLISH, group_target(1), 1)
 NO_CALIBRATOR = "no bandpass calibrator registered for dec 55.00"
 
@@ -367,6 +368,14 @@ PHASE_CASES = [
     pytest.param(
         observed(members=members("imaged"), mosaic_done=True),
         LATE,
+        Phase.CATALOGUING,
+        "catalogue group:1 to be queued",
+        [CATALOGUE],
+        id="cataloguing",
+    ),
+    pytest.param(
+        observed(members=members("imaged"), mosaic_done=True, catalogued=True),
+        LATE,
         Phase.PUBLISHING,
         "publish group:1 to be queued",
         [PUBLISH],
@@ -437,8 +446,8 @@ def test_group_actions_carry_the_group_generation():
 
     decision = decide_group(g, now=LATE, policy=POLICY)
 
-    assert wanted_keys(decision) == [ActionKey(ActionKind.PUBLISH, "group:7", 4)]
-    assert decision.next_action == "publish group:7"
+    assert wanted_keys(decision) == [ActionKey(ActionKind.CATALOGUE, "group:7", 4)]
+    assert decision.next_action == "catalogue group:7"
 
 
 def test_paused_group_reason_tells_what_it_would_do_and_wants_nothing():
