@@ -208,16 +208,16 @@ def product_provenance(
         found = dict(row._mapping)
         found["settings"] = json.loads(found.pop("settings_json"))
         found["inputs"] = [
-            {column: getattr(item, column) for column in _INPUT_COLUMNS}
+            dict(item)
             for item in conn.execute(
-                select(ProvenanceInput)
+                select(*(getattr(ProvenanceInput, column) for column in _INPUT_COLUMNS))
                 .where(ProvenanceInput.registry_id == row.product_id)
                 .order_by(
                     ProvenanceInput.kind,
                     ProvenanceInput.observation_key,
                     ProvenanceInput.path,
                 )
-            ).scalars()
+            ).mappings()
         ]
         products.append(found)
     return products

@@ -15,12 +15,13 @@ from astropy.io import fits
 
 from reconciler.naming import attempt_path
 
-#: Keywords of the record: (FITS keyword, record field, comment).
+#: Keywords of the record: (FITS keyword, record field, comment). A 64-digit hash leaves
+#: no room for a comment on its card: a HISTORY line says what the hashes are.
 KEYWORDS = (
-    ("PROVHASH", "provenance_hash", "SHA-256 of the provenance record"),
+    ("PROVHASH", "provenance_hash", ""),
     ("PKGVER", "package_version", "dsa110-reconciler version"),
     ("GITCOMMT", "git_commit", "dsa110-reconciler git commit"),
-    ("SETHASH", "settings_hash", "SHA-256 of the effective settings (JSON)"),
+    ("SETHASH", "settings_hash", ""),
     ("CASAVER", "casa_version", "casatools version"),
     ("PYUVDVER", "pyuvdata_version", "pyuvdata version"),
     ("CASACVER", "casacore_version", "python-casacore version"),
@@ -76,6 +77,8 @@ def provenance_cards(record: dict[str, Any]) -> fits.Header:
         header["CALNAME"] = (first["calibrator"], "bandpass calibrator solved on")
         header["CALTRANS"] = (first["transit_time"], "its transit, UTC")
     header["HISTORY"] = f"{HISTORY_PREFIX}made by dsa110-reconciler {record['package_version']}"
+    header["HISTORY"] = f"{HISTORY_PREFIX}PROVHASH: SHA-256 of the provenance record (JSON)"
+    header["HISTORY"] = f"{HISTORY_PREFIX}SETHASH: SHA-256 of the effective settings (JSON)"
     for item in raw:
         name = Path(item["path"]).name
         header["HISTORY"] = f"{HISTORY_PREFIX}raw {name} {item['size_bytes']} bytes sha256:"
