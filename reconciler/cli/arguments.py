@@ -20,7 +20,7 @@ EXAMPLES = {
     "events": "reconciler events --group 3 --limit 20",
     "plan": "reconciler plan",
     "provenance": "reconciler provenance 3          # every version of group 3's mosaic\n"
-    "  reconciler provenance dsa110_mosaic_20250301T0000_20250301T0050_dec+55.57.fits --json",
+    "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",

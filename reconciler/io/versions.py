@@ -35,6 +35,11 @@ def project_version() -> tuple[str, str | None]:
     differ from it. Read once per process."""
     version = installed_version(PROJECT) or "unknown"
     source = Path(__file__).resolve().parents[2]
+    # An installed copy in site-packages may sit inside some other work tree (a virtual
+    # environment in a checkout): only a checkout of the project itself names its commit.
+    top = _git(source, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != source:
+        return version, None
     commit = _git(source, "rev-parse", "HEAD")
     if commit is not None and _git(source, "status", "--porcelain", "--untracked-files=no"):
         commit += "+dirty"

@@ -199,6 +199,19 @@ def test_the_product_provenance_view(engine, world):
     assert row["casa_version"] == metadata.version("casatools")
     assert row["finder"] is None or row["finder"] in ("bdsf", "AegeanTools")
 
+    # The README's question: which products used this raw file, and was it the same file?
+    name = f"{world['keys'][1]}_sb00.hdf5"
+    with reading(engine) as conn:
+        used = conn.execute(
+            text(
+                "SELECT p.published_path, i.sha256 FROM provenance_inputs i"
+                " JOIN product_provenance p ON p.product_id = i.registry_id"
+                " WHERE i.kind = 'raw_file' AND i.path LIKE :name"
+            ),
+            {"name": f"%{name}"},
+        ).all()
+    assert used == [(world["product"].published_path, sha256(world["files"][name]))]
+
 
 def test_the_provenance_command_in_text_and_json(config, engine, world, capsys):
     group = str(world["group"])
