@@ -1,4 +1,5 @@
-"""Read-only reports for people: the status table, the event history, the plan, the disk."""
+"""Read-only reports for people: the status table, the event history, the plan, the disk,
+the provenance of products."""
 
 from __future__ import annotations
 
@@ -207,3 +208,44 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def provenance_report(products: list[dict[str, Any]]) -> str:
+    """What made each product (as :func:`reconciler.db.provenance.product_provenance` gives
+    it), as text: versions and settings hash, then its inputs."""
+    blocks = []
+    for product in products:
+        commit = product["git_commit"] or "not a git checkout"
+        finder = f"{product['finder']} {product['finder_version']}" if product["finder"] else "none"
+        lines = [
+            f"product {product['product_id']}: group {product['group_id']} generation "
+            f"{product['generation']}, {product['status']}",
+            f"  published:  {product['published_path'] or '-'}",
+            f"  sha256:     {product['checksum'] or '-'}",
+            f"  made by:    dsa110-reconciler {product['package_version']} ({commit})",
+            f"  tools:      CASA {product['casa_version']}, pyuvdata "
+            f"{product['pyuvdata_version']}, python-casacore {product['casacore_version']}, "
+            f"source finder {finder}",
+            f"  settings:   sha256 {product['settings_hash']}",
+            f"  record:     sha256 {product['provenance_hash']} (FITS PROVHASH)",
+        ]
+        calibration = [i for i in product["inputs"] if i["kind"] == "calibration"]
+        raw = [i for i in product["inputs"] if i["kind"] == "raw_file"]
+        lines.append(f"  calibration tables ({len(calibration)}):")
+        lines += [
+            f"    {i['calibrator']} transit {_iso(i['transit_time'])} "
+            f"(observation {i['observation_key']}): {i['path']}"
+            for i in calibration
+        ]
+        total = sum(i["size_bytes"] or 0 for i in raw)
+        lines.append(f"  raw files ({len(raw)}, {total} bytes):")
+        lines += [
+            f"    {i['path']}  {i['size_bytes']} bytes  sha256 {i['sha256'] or 'unknown'}"
+            for i in raw
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "-"

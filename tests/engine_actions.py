@@ -172,3 +172,22 @@ def spawn_and_hang(payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         (work / "cleaned-up").write_text("the child's finally ran")
     return {}
+
+
+def stage_fits_mosaic(payload: dict[str, Any]) -> dict[str, Any]:
+    """A mosaic step for tests of what publishing writes into FITS headers: a small real
+    FITS mosaic and weight map under ``<work>/staging/<target>_g<generation>/``."""
+    import numpy as np
+    from astropy.io import fits
+
+    name = payload["target"].replace(":", "_") + f"_g{payload['generation']}"
+    stage = Path(payload["work"]) / "staging" / name / "mosaic.fits"
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    for path, value in ((stage.with_name("mosaic.weight.fits"), 1.0), (stage, 0.5)):
+        if not path.exists():
+            header = fits.Header({"BUNIT": "Jy/beam", "TELESCOP": "DSA-110"})
+            data = np.full((8, 8), value, dtype=np.float32)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            fits.PrimaryHDU(data=data, header=header).writeto(tmp)
+            os.replace(tmp, path)
+    return {"path": str(stage)}

@@ -19,6 +19,8 @@ EXAMPLES = {
     "disk": "reconciler disk --json",
     "events": "reconciler events --group 3 --limit 20",
     "plan": "reconciler plan",
+    "provenance": "reconciler provenance 3          # every version of group 3's mosaic\n"
+    "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -81,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="print JSON")
     plan = add("plan", "what the next pass would do and why; changes nothing")
     plan.add_argument("--json", action="store_true", help="print JSON")
+    provenance = add(
+        "provenance",
+        "what made a published product: raw files and checksums, calibration, versions, settings",
+    )
+    provenance.add_argument(
+        "product_or_group",
+        metavar="PRODUCT_OR_GROUP",
+        help="a mosaic group id, or a product's published path or file name",
+    )
+    provenance.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),

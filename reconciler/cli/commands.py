@@ -21,6 +21,7 @@ from reconciler.daemon import serve
 from reconciler.db import calibrators
 from reconciler.db.engine import engine_for, reading, writing
 from reconciler.db.migrate import current_revision, head_revision, require_head, upgrade
+from reconciler.db.provenance import product_provenance
 from reconciler.desired import commands
 from reconciler.desired.centred import lookup_calibrator, request_centred
 from reconciler.desired.explicit import parse_time, request_window
@@ -39,6 +40,7 @@ from reconciler.status import (
     images_by_backend,
     jsonable,
     plan_rows,
+    provenance_report,
     render_table,
     status_rows,
 )
@@ -257,6 +259,21 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_provenance(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    wanted = args.product_or_group
+    with reading(engine) as conn:
+        if wanted.isdigit():
+            products = product_provenance(conn, group_id=int(wanted))
+        else:
+            products = product_provenance(conn, product=wanted)
+    if not products:
+        raise RequestError(f"no product with provenance matches {wanted!r}")
+    _print(products, args.json, lambda: provenance_report(products))
+    return 0
+
+
 def _group_command(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     require_head(engine)
@@ -357,6 +374,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "disk": cmd_disk,
     "events": cmd_events,
     "plan": cmd_plan,
+    "provenance": cmd_provenance,
     "retry": _group_command,
     "pause": _group_command,
     "resume": _group_command,

@@ -239,7 +239,8 @@ def upsert_raw_files(
     """Insert or refresh the ``raw_files`` row of each record (its column values, by path).
 
     A new file is first seen ``now``; every written file is left unlinked from observations
-    and on disk (a file that came back is no longer vanished).
+    and on disk (a file that came back is no longer vanished), and its checksum is
+    forgotten (it may be other bytes now).
     """
     insert = dialect_insert(conn, RawFile)
     for chunk in _chunks(records.values(), _CHUNK):
@@ -249,7 +250,7 @@ def upsert_raw_files(
         refreshed = {column: stmt.excluded[column] for column in chunk[0] if column != "path"}
         stmt = stmt.on_conflict_do_update(
             index_elements=["path"],
-            set_={**refreshed, "observation_id": None, "vanished_at": None},
+            set_={**refreshed, "observation_id": None, "vanished_at": None, "sha256": None},
         )
         conn.execute(stmt)
 

@@ -67,6 +67,9 @@ class RawFile(Base):
     dec_deg: Mapped[float | None] = mapped_column(Float)
     n_channels: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: SHA-256 of the file as it was when conversion first read it (at this ``size_bytes``
+    #: and ``mtime``; discovery clears it when either moves). None until then.
+    sha256: Mapped[str | None] = mapped_column(String(64))
     #: Indexed: files written lately are looked at again every pass (they may be growing).
     mtime: Mapped[float] = mapped_column(Float, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -465,3 +468,54 @@ class Event(Base):
     action_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     actor: Mapped[str | None] = mapped_column(String(128))
     message: Mapped[str] = mapped_column(Text)
+
+
+class Provenance(Base):
+    """What made one product: the project's and the tools' versions and the effective
+    settings; its inputs are :class:`ProvenanceInput` rows. Written in the transaction that
+    publishes the product, never changed afterwards."""
+
+    __tablename__ = "provenance"
+
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("data_registry.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: SHA-256 of the whole record as JSON: the ``PROVHASH`` keyword of the product's FITS.
+    provenance_hash: Mapped[str] = mapped_column(String(64))
+    package_version: Mapped[str] = mapped_column(String(64))
+    #: The project's git commit (``+dirty`` when tracked files differed from it), when the
+    #: installed project is a git checkout.
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    settings_json: Mapped[str] = mapped_column(Text)
+    settings_hash: Mapped[str] = mapped_column(String(64))
+    casa_version: Mapped[str | None] = mapped_column(String(64))
+    pyuvdata_version: Mapped[str | None] = mapped_column(String(64))
+    casacore_version: Mapped[str | None] = mapped_column(String(64))
+    #: The source finder installed (``bdsf`` or ``AegeanTools``) and its version, if any.
+    finder: Mapped[str | None] = mapped_column(String(32))
+    finder_version: Mapped[str | None] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class ProvenanceInput(Base):
+    """One input of a product: a raw file (``raw_file``: size and SHA-256) or the
+    calibration solution applied (``calibration``: its tables, calibrator and transit)."""
+
+    __tablename__ = "provenance_inputs"
+    __table_args__ = (
+        UniqueConstraint("registry_id", "kind", "path"),
+        CheckConstraint("kind IN ('raw_file', 'calibration')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("provenance.registry_id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The observation the file belongs to, or the calibrator observation solved on.
+    observation_key: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    calibrator: Mapped[str | None] = mapped_column(String(64))
+    transit_time: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from reconciler.config import Settings
-from reconciler.db import artifacts
+from reconciler.db import artifacts, provenance
 from reconciler.db.models import Observation, RawFile
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError
+from reconciler.io.checksum import sha256_as_recorded
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import measurement_set_path, parse_target
@@ -22,21 +23,17 @@ from reconciler.naming import measurement_set_path, parse_target
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
     """The observation's readable subband files and where its MS goes."""
     _, key = parse_target(claimed.key.target)
-    files = (
-        conn.execute(
-            select(RawFile.path)
-            .join(Observation, Observation.id == RawFile.observation_id)
-            .where(Observation.key == key, RawFile.error.is_(None))
-            .order_by(RawFile.subband)
-        )
-        .scalars()
-        .all()
-    )
-    if not files:
+    rows = conn.execute(
+        select(RawFile.path, RawFile.size_bytes, RawFile.mtime, RawFile.sha256)
+        .join(Observation, Observation.id == RawFile.observation_id)
+        .where(Observation.key == key, RawFile.error.is_(None))
+        .order_by(RawFile.subband)
+    ).all()
+    if not rows:
         raise PermanentError(f"observation {key} has no readable raw files")
     work = settings.paths.work
     incoming = settings.paths.incoming
-    raw = [str(confine(f, incoming, what=f"raw_files.path of observation {key}")) for f in files]
+    raw = [str(confine(r.path, incoming, what=f"raw_files.path of {key}")) for r in rows]
     out_ms = confine(measurement_set_path(work, key), work, what=f"the MS of {key}")
     scratch = confine(work / "scratch" / "convert" / key, work, what=f"the scratch of {key}")
     return {
@@ -45,6 +42,13 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "out_ms": str(out_ms),
         "scratch": str(scratch),
         "site": asdict(settings.site),
+        # Each raw file is hashed once, by the conversion that reads it first: the bytes
+        # are then in the page cache, and raw files never change.
+        "to_checksum": [
+            {"path": path, "size_bytes": r.size_bytes, "mtime": r.mtime}
+            for path, r in zip(raw, rows, strict=True)
+            if r.sha256 is None
+        ],
     }
 
 
@@ -63,6 +67,13 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         )
     except (ConversionError, RawFileError) as exc:
         raise PermanentError(str(exc)) from exc
+    checksums = [
+        {
+            **item,
+            "sha256": sha256_as_recorded(Path(item["path"]), item["size_bytes"], item["mtime"]),
+        }
+        for item in payload["to_checksum"]
+    ]
     return {
         "path": str(summary.path),
         "start": summary.start.isoformat(),
@@ -72,13 +83,14 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         "dec_deg": summary.phase_centre_dec_deg,
         "n_rows": summary.n_rows,
         "n_channels": summary.n_channels,
+        "checksums": [item for item in checksums if item["sha256"] is not None],
     }
 
 
 def record(
     conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    """Index the MS from what the MS itself says."""
+    """Index the MS from what the MS itself says; keep the raw files' checksums."""
     artifacts.record_measurement_set(
         conn,
         payload["key"],
@@ -91,6 +103,7 @@ def record(
         n_rows=result["n_rows"],
         n_channels=result["n_channels"],
     )
+    provenance.record_checksums(conn, result["checksums"])
 
 
 def ms_exists(path: str) -> bool:

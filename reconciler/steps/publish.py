@@ -1,8 +1,10 @@
 """Publish: copy a staged mosaic into the products root, never overwriting, then register it.
 
-Order, each step recoverable: (1) copy every staged file to a temporary name in the
-products directory and flush it; (2) link it to its final name, which fails rather than
-overwrite; (3) mark the registry row published. A crash after (2) leaves a final file whose
+Order, each step recoverable: (0) write the provenance into the headers of the staged FITS
+files (the same record gives the same bytes, so a retry changes nothing); (1) copy every
+staged file to a temporary name in the products directory and flush it; (2) link it to its
+final name, which fails rather than overwrite; (3) mark the registry row published and
+record its provenance, in one transaction. A crash after (2) leaves a final file whose
 checksum matches the staged one: the next attempt recognises it and goes on to (3). A name
 taken by a different product gets the next version suffix.
 """
@@ -10,6 +12,7 @@ taken by a different product gets the next version suffix.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -19,13 +22,15 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
-from reconciler.config import Settings
-from reconciler.db import artifacts
+from reconciler.config import Settings, as_dict
+from reconciler.db import artifacts, provenance
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.io.checksum import sha256
+from reconciler.io.checksum import sha256, sha256_as_recorded
 from reconciler.io.confine import confine
+from reconciler.io.provenance_header import write_provenance
+from reconciler.io.versions import project_version, tool_versions
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import attempt_path, companion_paths, parse_target, window_label
 
@@ -78,7 +83,52 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "products_dir": str(products_dir),
         "stem": stem,
         "taken": sorted(taken),
+        "provenance": provenance_of(conn, group_id, settings),
     }
+
+
+def provenance_of(conn: Connection, group_id: int, settings: Settings) -> dict[str, Any]:
+    """What makes the mosaic of ``group_id``: its inputs (raw files whose checksum is not
+    known yet have ``sha256`` None), the project's and the tools' versions and the
+    effective settings. Without its ``provenance_hash``, which :func:`run` adds once every
+    checksum is known."""
+    inputs = provenance.mosaic_inputs(conn, group_id)
+    for item in inputs:
+        if item["kind"] == "raw_file" and item["sha256"] is None:
+            # The child reads (hashes) these: only files under the incoming root.
+            confine(item["path"], settings.paths.incoming, what=f"raw file of group {group_id}")
+    effective = {key: value for key, value in as_dict(settings).items() if key != "source"}
+    settings_json = json.dumps(effective, sort_keys=True, default=str)
+    package_version, git_commit = project_version()
+    tools = tool_versions()
+    return {
+        "package_version": package_version,
+        "git_commit": git_commit,
+        "settings_json": settings_json,
+        "settings_hash": hashlib.sha256(settings_json.encode()).hexdigest(),
+        "casa_version": tools["casa"],
+        "pyuvdata_version": tools["pyuvdata"],
+        "casacore_version": tools["casacore"],
+        "finder": tools["finder"],
+        "finder_version": tools["finder_version"],
+        "inputs": inputs,
+    }
+
+
+def completed_provenance(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the checksum of every raw file known (hashed now where the database
+    had none: a file converted before checksums were kept; None if it is gone) and its
+    ``provenance_hash``: the SHA-256 of the rest as canonical JSON."""
+    inputs = []
+    for item in record["inputs"]:
+        if item["kind"] == "raw_file" and item["sha256"] is None:
+            checksum = sha256_as_recorded(Path(item["path"]), item["size_bytes"], item["mtime"])
+            item = {**item, "sha256": checksum}
+        inputs.append(item)
+    completed = {key: value for key, value in record.items() if key != "provenance_hash"}
+    completed["inputs"] = inputs
+    canonical = json.dumps(completed, sort_keys=True, separators=(",", ":"))
+    return {**completed, "provenance_hash": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +139,15 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         raise PermanentError(f"staged mosaic {staged} is missing")
     products = Path(payload["products_dir"])
     taken = set(payload["taken"])
+    made_by = payload.get("provenance")
+    if made_by is not None:
+        made_by = completed_provenance(made_by)
     try:
+        if made_by is not None:
+            # Into the staged files, never into a published one.
+            for fits_file in [staged, *companion_paths(staged)]:
+                if fits_file.name.endswith(".fits") and fits_file.is_file():
+                    write_provenance(fits_file, made_by, payload["attempt_id"])
         products.mkdir(parents=True, exist_ok=True)
         # The mosaic and its companions are one product: a name is free only when every
         # file of it is free or already holds these very bytes.
@@ -132,12 +190,13 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     companions = {
         str(target): files[source] for source, target in targets.items() if source != staged
     }
-    return {
+    published = {
         "published_path": str(final),
         "checksum": files[staged],
         "companions": companions,
         "size_bytes": sum(target.stat().st_size for target in targets.values()),
     }
+    return published if made_by is None else {**published, "provenance": made_by}
 
 
 def _renamed(source: Path, staged: Path, final: Path) -> Path:
@@ -168,7 +227,8 @@ def _place(source: Path, final: Path, attempt: str) -> bool:
 def record(
     conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    """Mark the registry row published, with the checksum of what was published."""
+    """Mark the registry row published, with the checksum of what was published, and
+    record its provenance (keeping the raw files' checksums hashed now on their rows)."""
     artifacts.mark_published(
         conn,
         payload["group_id"],
@@ -179,6 +239,11 @@ def record(
         size_bytes=result.get("size_bytes"),
         at=datetime.now(UTC),
     )
+    made_by = result.get("provenance")
+    if made_by is not None:
+        raw = [item for item in made_by["inputs"] if item["kind"] == "raw_file"]
+        provenance.record_checksums(conn, [item for item in raw if item["sha256"] is not None])
+        provenance.record_provenance(conn, payload["group_id"], payload["generation"], made_by)
 
 
 HANDLER = ActionHandler(
