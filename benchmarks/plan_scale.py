@@ -1561,10 +1561,10 @@ def _targets(
     targets: dict[str, Any] = {}
     for backend, by_scale in results.items():
         if "year" in by_scale:
-            year = by_scale["year"]
-            targets[f"{backend}_year_passes_under_20ms"] = all(
-                year[kind]["median_ms"] < 20 for kind in ("idle_pass", "claim_pass")
-            )
+            for kind in ("idle_pass", "claim_pass"):
+                targets[f"{backend}_year_{kind}_under_20ms"] = (
+                    by_scale["year"][kind]["median_ms"] < 20
+                )
         if backend in ratios:
             # The sweep stats every directory by design: it is reported, not held to 1.5.
             targets[f"{backend}_ratio_under_1.5"] = all(
