@@ -9,7 +9,6 @@ their calibration. Artifacts are trusted only when their files are still there
 from __future__ import annotations
 
 import bisect
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -37,7 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from reconciler.config import Settings
-from reconciler.db.artifacts import solutions_valid_during
+from reconciler.db.artifacts import solution_tables, solutions_valid_during
 from reconciler.db.calibrators import all_calibrators
 from reconciler.db.engine import reading
 from reconciler.db.models import (
@@ -142,22 +141,10 @@ class _Confined:
         """As :meth:`ActionRegistry.product_exists`, for paths under the roots."""
         if path is None:
             return self._registry.product_exists(kind, path)
-        paths = _solution_tables(path) if kind is ActionKind.SOLVE else [path]
+        paths = solution_tables(path) if kind is ActionKind.SOLVE else [path]
         if not all(self._under_roots(p) for p in paths):
             return True
         return self._registry.product_exists(kind, path)
-
-
-def _solution_tables(tables: str) -> list[str]:
-    """The paths of a solution's product (a JSON list of tables); a value that is no such
-    list is taken as one path, so the action that reads it fails naming the row."""
-    try:
-        paths = json.loads(tables)
-    except ValueError:
-        return [tables]
-    if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
-        return paths
-    return [tables]
 
 
 @dataclass(frozen=True)

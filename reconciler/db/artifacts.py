@@ -7,6 +7,7 @@ Running an action again (its product vanished) replaces the row instead of dupli
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +102,18 @@ def record_solution(
         "flagged_fraction": flagged_fraction,
     }
     _upsert(conn, CalibrationSolution, values, ["calibrator_id", "observation_id"])
+
+
+def solution_tables(tables: str) -> list[str]:
+    """The paths of a solution's tables (``calibration_solutions.tables``, a JSON list); a
+    value that is no such list is taken as one path, so what reads it fails naming the row."""
+    try:
+        paths = json.loads(tables)
+    except ValueError:
+        return [tables]
+    if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
+        return paths
+    return [tables]
 
 
 def solutions_valid_during(conn: Connection, start: datetime, end: datetime) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from reconciler.db.artifacts import solution_tables
 from reconciler.db.models import (
     BandpassCalibrator,
     CalibratedMS,
@@ -101,18 +102,6 @@ def mosaic_inputs(conn: Connection, group_id: int) -> list[dict[str, Any]]:
         for r in raw
     ]
     return sorted(files + calibration, key=lambda i: (i["kind"], i["observation_key"], i["path"]))
-
-
-def solution_tables(tables: str) -> list[str]:
-    """The paths of a solution's tables (a JSON list); a value that is no such list is
-    taken as one path."""
-    try:
-        paths = json.loads(tables)
-    except ValueError:
-        return [tables]
-    if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
-        return paths
-    return [tables]
 
 
 def record_checksums(conn: Connection, checksums: list[dict[str, Any]]) -> None:
