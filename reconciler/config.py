@@ -192,6 +192,43 @@ class CatalogueSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """Quality assessment of every mosaic before it is published (see README, "Quality
+    assessment"). A mosaic with any ``*_fail`` limit crossed is held back, one with a
+    ``*_warn`` limit crossed is published with a warning.
+
+    The expected noise follows the radiometer equation with ``sefd_jy`` (system equivalent
+    flux density of one antenna) and ``efficiency`` (correlator efficiency). Astrometry and
+    flux scale are measured on the sources of ``reference_catalogue`` (CSV, FITS or VOTable
+    with RA and Dec in degrees and the 1.4 GHz flux density in Jy) inside the footprint,
+    matched within ``match_radius_beams`` restoring beams; their flux densities are scaled
+    to the mosaic's frequency with ``reference_spectral_index``.
+    """
+
+    sefd_jy: float = 5800.0
+    efficiency: float = 0.93
+    reference_catalogue: Path = REPO_CONFIG / "reference_sources.csv"
+    reference_spectral_index: float = -0.7
+    match_radius_beams: float = 1.0
+    noise_ratio_warn: float = 2.0
+    noise_ratio_fail: float = 5.0
+    astrometry_warn_beams: float = 0.2
+    astrometry_fail_beams: float = 0.5
+    flux_scale_warn: float = 0.1
+    flux_scale_fail: float = 0.25
+    flux_scatter_warn: float = 0.15
+    flux_scatter_fail: float = 0.3
+    #: A reference source this many times the local rms that is not found fails the mosaic.
+    completeness_snr: float = 20.0
+    dynamic_range_warn: float = 20.0
+    blank_fraction_warn: float = 0.7
+    blank_fraction_fail: float = 0.98
+    #: The restoring beam's major axis against the diffraction limit (λ/longest baseline).
+    beam_ratio_min: float = 0.5
+    beam_ratio_max: float = 4.0
+
+
+@dataclass(frozen=True)
 class VerificationSettings:
     """Every published product's files are read and checked against their recorded SHA-256
     once per ``interval_hours`` (0: never), at most ``max_per_pass`` products per pass."""
@@ -251,6 +288,7 @@ class Settings:
     imaging: ImagingSettings = field(default_factory=ImagingSettings)
     mosaic: MosaicSettings = field(default_factory=MosaicSettings)
     catalogue: CatalogueSettings = field(default_factory=CatalogueSettings)
+    qa: QualitySettings = field(default_factory=QualitySettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
@@ -329,7 +367,10 @@ def absolute_paths(settings: Settings) -> Settings:
     calibration = dataclasses.replace(
         settings.calibration, catalogue=settings.calibration.catalogue.absolute()
     )
-    return dataclasses.replace(settings, paths=paths, calibration=calibration)
+    qa = dataclasses.replace(
+        settings.qa, reference_catalogue=settings.qa.reference_catalogue.absolute()
+    )
+    return dataclasses.replace(settings, paths=paths, calibration=calibration, qa=qa)
 
 
 def _build(raw: dict[str, Any], label: str) -> Settings:
@@ -411,6 +452,11 @@ def _validate(s: Settings, label: str) -> None:
         "retention.log_days": s.retention.log_days,
         "catalogue.thresh_pix": s.catalogue.thresh_pix,
         "catalogue.thresh_isl": s.catalogue.thresh_isl,
+        **{
+            f"qa.{f.name}": getattr(s.qa, f.name)
+            for f in dataclasses.fields(s.qa)
+            if f.name not in {"reference_catalogue", "reference_spectral_index"}
+        },
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):

@@ -165,8 +165,18 @@ def _progress(g: GroupObserved, *, now: datetime, policy: DecidePolicy) -> Group
 
     if not g.mosaic_done:
         kind = ActionKind.MOSAIC
+    elif not g.catalogued:
+        kind = ActionKind.CATALOGUE
+    elif g.quality is None:
+        kind = ActionKind.ASSESS
+    elif g.quality.holds:
+        reason = (
+            f"held: quality assessment failed ({g.quality.summary}); "
+            f"`reconciler publish --accept {group.id}` publishes it anyway"
+        )
+        return _with_notes(GroupDecision(group.id, Phase.HELD, reason, None), notes, keys)
     else:
-        kind = ActionKind.PUBLISH if g.catalogued else ActionKind.CATALOGUE
+        kind = ActionKind.PUBLISH
     key = ActionKey(kind, group_target(group.id), group.generation)
     spec = _spec(key, g, priority)
     return _with_notes(_in_progress(g, [spec], [], now=now), notes, keys)
@@ -233,6 +243,7 @@ _PHASE_OF_KIND = {
     ActionKind.IMAGE: Phase.IMAGING,
     ActionKind.MOSAIC: Phase.MOSAICKING,
     ActionKind.CATALOGUE: Phase.CATALOGUING,
+    ActionKind.ASSESS: Phase.ASSESSING,
     ActionKind.PUBLISH: Phase.PUBLISHING,
 }
 

@@ -22,6 +22,7 @@ class ActionKind(enum.StrEnum):
     IMAGE = "image"
     MOSAIC = "mosaic"
     CATALOGUE = "catalogue"
+    ASSESS = "assess"
     PUBLISH = "publish"
 
     @property
@@ -48,7 +49,8 @@ class Phase(enum.StrEnum):
 
     ``waiting``: its data are still arriving; ``blocked``: data are there but cannot go on
     until something changes that a pass cannot do (a calibrator registered for the strip,
-    an observation holding its transit).
+    an observation holding its transit); ``held``: its mosaic failed quality assessment and
+    is not published unless someone accepts it.
     """
 
     NEW = "new"
@@ -59,6 +61,8 @@ class Phase(enum.StrEnum):
     IMAGING = "imaging"
     MOSAICKING = "mosaicking"
     CATALOGUING = "cataloguing"
+    ASSESSING = "assessing"
+    HELD = "held"
     PUBLISHING = "publishing"
     PUBLISHED = "published"
     FAILED = "failed"
@@ -76,7 +80,7 @@ class Phase(enum.StrEnum):
     def parks(self) -> bool:
         """True when the group can make no progress by itself: passes stop observing it
         until a retry or new data in its window wakes it."""
-        return self in {Phase.FAILED, Phase.INSUFFICIENT}
+        return self in {Phase.FAILED, Phase.INSUFFICIENT, Phase.HELD}
 
 
 class Origin(enum.StrEnum):
@@ -182,6 +186,30 @@ class CalibrationState:
     problem: str | None = None
 
 
+class Quality(enum.StrEnum):
+    """The verdict of a mosaic's quality assessment."""
+
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class QualityVerdict:
+    """What the quality assessment of a group generation's mosaic concluded: ``summary``
+    names every reason for a warning or a failure; ``accepted`` is true when someone chose
+    to publish a failed mosaic anyway."""
+
+    quality: Quality
+    summary: str = ""
+    accepted: bool = False
+
+    @property
+    def holds(self) -> bool:
+        """True when the mosaic must not be published as it is."""
+        return self.quality is Quality.FAILED and not self.accepted
+
+
 @dataclass(frozen=True)
 class GroupObserved:
     """Everything the pure core needs to know about one desired mosaic."""
@@ -193,6 +221,8 @@ class GroupObserved:
     mosaic_done: bool = False
     #: The staged mosaic's source catalogue and rms map are there.
     catalogued: bool = False
+    #: The staged mosaic's quality assessment, once made (its figure is there).
+    quality: QualityVerdict | None = None
     published_path: str | None = None
     actions: dict[ActionKey, ActionStatus] = field(default_factory=dict)
 

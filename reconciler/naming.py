@@ -95,16 +95,32 @@ def staging_dir(work: Path, group_id: int, generation: int) -> Path:
     return work / "staging" / f"group{group_id:06d}_g{generation}"
 
 
-_CATALOGUE, _RMS_MAP = ".sources.fits", ".rms.fits"
+_WEIGHT_MAP, _CATALOGUE, _RMS_MAP, _QA_FIGURE = (
+    ".weight.fits",
+    ".sources.fits",
+    ".rms.fits",
+    ".qa.png",
+)
 
 #: Files made and published beside a mosaic FITS (same stem, these suffixes).
-COMPANION_SUFFIXES = (".weight.fits", ".png", _CATALOGUE, _RMS_MAP)
+COMPANION_SUFFIXES = (_WEIGHT_MAP, ".png", _CATALOGUE, _RMS_MAP, _QA_FIGURE)
 
 
 def companion_paths(mosaic: Path) -> list[Path]:
-    """The weight map, preview, source catalogue and rms map beside a mosaic FITS file."""
+    """The weight map, preview, source catalogue, rms map and QA figure beside a mosaic
+    FITS file."""
     stem = mosaic.name.removesuffix(".fits")
     return [mosaic.with_name(stem + suffix) for suffix in COMPANION_SUFFIXES]
+
+
+def weight_map_of(mosaic: Path) -> Path:
+    """The weight map beside a mosaic."""
+    return mosaic.with_name(mosaic.name.removesuffix(".fits") + _WEIGHT_MAP)
+
+
+def quality_figure_of(mosaic: Path) -> Path:
+    """The one-page quality assessment figure (PNG) beside a mosaic."""
+    return mosaic.with_name(mosaic.name.removesuffix(".fits") + _QA_FIGURE)
 
 
 def catalogue_paths(mosaic: Path) -> tuple[Path, Path]:

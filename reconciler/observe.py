@@ -48,6 +48,7 @@ from reconciler.db.models import (
     MosaicGroup,
     MosaicGroupMember,
     Observation,
+    QualityReport,
     RegistryEntry,
     SourceCatalogue,
 )
@@ -69,6 +70,8 @@ from reconciler.model import (
     GroupObserved,
     ObservationState,
     Origin,
+    Quality,
+    QualityVerdict,
 )
 from reconciler.naming import group_target, observation_target
 from reconciler.sky import TransitFinder, transit_finder
@@ -204,6 +207,7 @@ def observe_in(
     actions = _actions(conn, targets)
     registry_rows = _mosaics(conn, ids, products)
     catalogued = _catalogued(conn, ids, products)
+    assessed = _assessed(conn, ids, products)
     data_through = conn.execute(select(func.max(Observation.end_time))).scalar()
 
     observed = []
@@ -217,6 +221,7 @@ def observe_in(
             data_through=data_through,
             mosaic_done=mosaic_done,
             catalogued=(row.id, row.generation) in catalogued,
+            quality=assessed.get((row.id, row.generation)),
             published_path=published,
             actions=actions,
         )
@@ -445,6 +450,29 @@ def _catalogued(
         (group_id, generation)
         for group_id, generation, path in rows
         if registry.product_exists(ActionKind.CATALOGUE, path)
+    }
+
+
+def _assessed(
+    conn: Connection, group_ids: list[int], registry: _Confined
+) -> dict[tuple[int, int], QualityVerdict]:
+    """(group, generation) → the verdict on its staged mosaic, where its QA figure is there."""
+    rows = conn.execute(
+        select(
+            QualityReport.group_id,
+            QualityReport.generation,
+            QualityReport.quality,
+            QualityReport.summary,
+            QualityReport.accepted_at,
+            QualityReport.figure_path,
+        ).where(QualityReport.group_id.in_(group_ids))
+    ).all()
+    return {
+        (row.group_id, row.generation): QualityVerdict(
+            Quality(row.quality), row.summary, accepted=row.accepted_at is not None
+        )
+        for row in rows
+        if registry.product_exists(ActionKind.ASSESS, row.figure_path)
     }
 
 

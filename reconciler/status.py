@@ -1,15 +1,16 @@
 """Read-only reports for people: the status table, the event history, the plan, the disk,
-the provenance of products."""
+the provenance of products, their quality assessments."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
 from reconciler.config import Settings
-from reconciler.db.models import Event, Image, RegistryEntry
+from reconciler.db.models import Event, Image, QualityReport, RegistryEntry
 from reconciler.db.types import UTCDateTime
 from reconciler.io.usage import free_bytes, tree_bytes
 from reconciler.model import Plan
@@ -34,6 +35,8 @@ STATUS_COLUMNS = (
     "last_error",
     "published_path",
     "product_problem",
+    "qa_status",
+    "qa_summary",
 )
 
 
@@ -249,3 +252,67 @@ def provenance_report(products: list[dict[str, Any]]) -> str:
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else "-"
+
+
+def quality_reports(conn: Connection, group_id: int) -> list[dict[str, Any]]:
+    """The quality assessments of a group's mosaics, newest generation first, with the
+    measured figures (``figures``) as plain data."""
+    rows = conn.execute(
+        select(QualityReport.__table__)
+        .where(QualityReport.group_id == group_id)
+        .order_by(QualityReport.generation.desc())
+    )
+    return [
+        {
+            "group_id": row.group_id,
+            "generation": row.generation,
+            "quality": row.quality,
+            "summary": row.summary,
+            "figure_path": row.figure_path,
+            "assessed_at": row.assessed_at,
+            "accepted_at": row.accepted_at,
+            "accepted_by": row.accepted_by,
+            "accept_reason": row.accept_reason,
+            "figures": json.loads(row.figures),
+        }
+        for row in rows
+    ]
+
+
+def quality_text(reports: list[dict[str, Any]]) -> str:
+    """The quality assessments as text: the verdict and its reasons, then the figures."""
+    blocks = []
+    for report in reports:
+        f = report["figures"]
+        accepted = (
+            f"  accepted:   {_iso(report['accepted_at'])} by {report['accepted_by']}"
+            f" ({report['accept_reason'] or 'no reason given'})"
+            if report["accepted_at"] is not None
+            else None
+        )
+        lines = [
+            f"group {report['group_id']} generation {report['generation']}: "
+            f"{report['quality'].upper()}",
+            *(f"  - {reason}" for reason in report["summary"].split("; ")),
+            *([accepted] if accepted else []),
+            f"  noise:      rms {_mjy(f['rms_jy'])} mJy/beam, expected {_mjy(f['expected_rms_jy'])}"
+            f" (ratio {_num(f['noise_ratio'])})",
+            f'  astrometry: median dRA {_num(f["median_d_ra_arcsec"])}", dDec '
+            f'{_num(f["median_d_dec_arcsec"])}", scatter {_num(f["astrometry_scatter_arcsec"])}"'
+            f" ({len(f['matches'])} reference sources matched, {len(f['missed'])} missed)",
+            f"  flux scale: {_num(f['flux_scale'])} (scatter {_num(f['flux_scatter'])})",
+            f"  dynamic range {_num(f['dynamic_range'])}, blank fraction "
+            f'{_num(f["blank_fraction"])}, beam {_num(f["beam_major_arcsec"])}" x '
+            f'{_num(f["beam_minor_arcsec"])}" ({_num(f["beam_ratio"])} x diffraction limit)',
+            f"  figure:     {report['figure_path']}",
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _mjy(value: float | None) -> str:
+    return "unknown" if value is None else f"{value * 1e3:.3g}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"

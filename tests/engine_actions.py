@@ -109,9 +109,16 @@ def record(
     _, name = parse_target(claimed.key.target)
     path = result["path"]
     now = datetime.now(UTC)
-    if kind in (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.PUBLISH):
+    if kind in (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.ASSESS, ActionKind.PUBLISH):
         group_id, generation = int(name), claimed.key.generation
-        if kind is ActionKind.MOSAIC:
+        if kind is ActionKind.ASSESS:
+            # A behaviour {"quality": "failed"} makes the verdict a failure.
+            quality = payload["behaviour"].get("quality", "passed")
+            artifacts.record_quality(
+                conn, group_id, generation, quality=quality, summary=f"test verdict {quality}",
+                figures={}, figure_path=path,
+            )  # fmt: skip
+        elif kind is ActionKind.MOSAIC:
             artifacts.stage_mosaic(conn, group_id, generation, stage_path=path)
         elif kind is ActionKind.CATALOGUE:
             artifacts.record_catalogue(

@@ -21,6 +21,8 @@ EXAMPLES = {
     "plan": "reconciler plan",
     "provenance": "reconciler provenance 3          # every version of group 3's mosaic\n"
     "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
+    "qa": "reconciler qa 3 --json",
+    "publish": 'reconciler publish --accept 3 --reason "rms high from RFI; science use OK"',
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -93,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a mosaic group id, or a product's published path or file name",
     )
     provenance.add_argument("--json", action="store_true", help="print JSON")
+    qa = add("qa", "the quality assessment of a group's mosaic: verdict, reasons, figures")
+    qa.add_argument("group", type=int, help="mosaic group id")
+    qa.add_argument("--json", action="store_true", help="print JSON")
+    publish = add("publish", "publish a held mosaic (one that failed quality assessment)")
+    publish.add_argument(
+        "--accept", type=int, required=True, metavar="GROUP", help="the held group to publish"
+    )
+    publish.add_argument("--reason", help="why it is accepted (recorded with the override)")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import tomllib
@@ -41,6 +42,8 @@ from reconciler.status import (
     jsonable,
     plan_rows,
     provenance_report,
+    quality_reports,
+    quality_text,
     render_table,
     status_rows,
 )
@@ -48,6 +51,14 @@ from reconciler.status import (
 
 def _engine(settings: Settings) -> Engine:
     return engine_for(settings)
+
+
+def _actor() -> str:
+    """Who runs this command, as events and overrides record it: ``cli:<user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def _print(data: Any, as_json: bool, table: Callable[[], str]) -> None:
@@ -274,6 +285,24 @@ def cmd_provenance(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_qa(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    with reading(engine) as conn:
+        reports = quality_reports(conn, args.group)
+    if not reports:
+        raise RequestError(f"group {args.group} has no quality assessment (yet)")
+    _print(reports, args.json, lambda: quality_text(reports))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    print(commands.accept(engine, args.accept, reason=args.reason, actor=_actor()))
+    return 0
+
+
 def _group_command(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     require_head(engine)
@@ -375,6 +404,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "events": cmd_events,
     "plan": cmd_plan,
     "provenance": cmd_provenance,
+    "qa": cmd_qa,
+    "publish": cmd_publish,
     "retry": _group_command,
     "pause": _group_command,
     "resume": _group_command,

@@ -8,7 +8,7 @@ Running an action again (its product vanished) replaces the row instead of dupli
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -19,7 +19,9 @@ from reconciler.db.models import (
     CalibrationSolution,
     Image,
     MeasurementSet,
+    MosaicGroupMember,
     Observation,
+    QualityReport,
     RegistryEntry,
     Source,
     SourceCatalogue,
@@ -233,6 +235,79 @@ def record_catalogue(
             insert(Source), [{"catalogue_id": catalogue_id, **values} for values in components]
         )
     return catalogue_id
+
+
+def calibrated_members(conn: Connection, group_id: int) -> list[tuple[str, str | None]]:
+    """(observation key, calibrated MS path or None when there is none, or it was removed)
+    of every member of a group, in time order."""
+    rows = conn.execute(
+        select(Observation.key, CalibratedMS.path, CalibratedMS.removed_at)
+        .join(MosaicGroupMember, MosaicGroupMember.observation_id == Observation.id)
+        .outerjoin(CalibratedMS, CalibratedMS.observation_id == Observation.id)
+        .where(MosaicGroupMember.group_id == group_id, MosaicGroupMember.role == "member")
+        .order_by(MosaicGroupMember.position)
+    )
+    return [(key, path if removed is None else None) for key, path, removed in rows]
+
+
+def quality_of(conn: Connection, group_id: int, generation: int) -> dict[str, Any] | None:
+    """The quality assessment of a group generation's mosaic (the figures as plain data),
+    or None when it has none."""
+    row = conn.execute(
+        select(
+            QualityReport.quality,
+            QualityReport.summary,
+            QualityReport.figures,
+            QualityReport.accepted_by,
+        ).where(QualityReport.group_id == group_id, QualityReport.generation == generation)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "quality": row.quality,
+        "summary": row.summary,
+        "figures": json.loads(row.figures),
+        "accepted_by": row.accepted_by,
+    }
+
+
+def record_quality(
+    conn: Connection,
+    group_id: int,
+    generation: int,
+    *,
+    quality: str,
+    summary: str,
+    figures: dict[str, Any],
+    figure_path: str,
+) -> None:
+    """Record the quality assessment of a group generation's mosaic, replacing what an
+    earlier attempt recorded (an acceptance of an earlier failed verdict is kept only when
+    the verdict is the same)."""
+    existing = conn.execute(
+        select(QualityReport.quality).where(
+            QualityReport.group_id == group_id, QualityReport.generation == generation
+        )
+    ).scalar()
+    values = {
+        "quality": quality,
+        "summary": summary,
+        "figures": json.dumps(figures, sort_keys=True, allow_nan=False),
+        "figure_path": figure_path,
+        "assessed_at": datetime.now(UTC),
+    }
+    if existing is None:
+        conn.execute(
+            insert(QualityReport).values(group_id=group_id, generation=generation, **values)
+        )
+        return
+    if existing != quality:
+        values.update(accepted_at=None, accepted_by=None, accept_reason=None)
+    conn.execute(
+        update(QualityReport)
+        .where(QualityReport.group_id == group_id, QualityReport.generation == generation)
+        .values(**values)
+    )
 
 
 def mark_published(

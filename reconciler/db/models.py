@@ -455,6 +455,32 @@ class Source(Base):
     local_rms_jy: Mapped[float] = mapped_column(Float)
 
 
+class QualityReport(Base):
+    """The quality assessment of one group generation's mosaic, made before it is
+    published: the verdict (``passed``, ``warning`` or ``failed``), every reason for it,
+    the measured figures (JSON) and the QA figure staged beside the mosaic. A failed mosaic
+    is held back until someone accepts it (``accepted_*``, the override recorded)."""
+
+    __tablename__ = "quality_reports"
+    __table_args__ = (UniqueConstraint("group_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mosaic_groups.id", ondelete="SET NULL"), index=True
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    #: The measured figures, as JSON (see :class:`reconciler.quality.QualityFigures`).
+    figures: Mapped[str] = mapped_column(Text)
+    #: The staged QA figure (PNG).
+    figure_path: Mapped[str] = mapped_column(Text)
+    assessed_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_by: Mapped[str | None] = mapped_column(String(64))
+    accept_reason: Mapped[str | None] = mapped_column(Text)
+
+
 class Event(Base):
     """Append-only history of every action outcome and state change."""
 

@@ -1,4 +1,4 @@
-"""Commands on a desired mosaic: pause, resume, cancel, retry.
+"""Commands on a desired mosaic: pause, resume, cancel, retry, accept a held one.
 
 These write only desired state (and reset failed actions on ``retry``); the service does
 the rest on its next pass.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine, select, update
 
 from reconciler.db import queries
 from reconciler.db.engine import writing
-from reconciler.db.models import MosaicGroup
-from reconciler.errors import NotFoundError
+from reconciler.db.models import MosaicGroup, QualityReport
+from reconciler.errors import NotFoundError, RequestError
+from reconciler.model import Quality
 from reconciler.naming import group_target, observation_target
 from reconciler.observe import Snapshot
 
@@ -94,3 +95,56 @@ def retry(
             actor=actor,
         )
     return reset
+
+
+def accept(engine: Engine, group_id: int, *, reason: str | None = None, actor: str = "cli") -> str:
+    """Publish a held mosaic anyway: record the override on its failed quality assessment
+    and wake the group; the next pass publishes it. Returns what was done, as a sentence.
+
+    Raises
+    ------
+    NotFoundError
+        If there is no such group.
+    RequestError
+        If the group's current mosaic has no quality assessment yet, or did not fail it.
+    """
+    now = datetime.now(UTC)
+    with writing(engine) as conn:
+        generation = conn.execute(
+            select(MosaicGroup.generation).where(MosaicGroup.id == group_id)
+        ).scalar()
+        if generation is None:
+            raise NotFoundError(f"no mosaic group with id {group_id}")
+        report = conn.execute(
+            select(QualityReport.quality, QualityReport.accepted_at).where(
+                QualityReport.group_id == group_id, QualityReport.generation == generation
+            )
+        ).first()
+        if report is None:
+            raise RequestError(
+                f"group {group_id} generation {generation} has no quality assessment yet: "
+                "nothing to accept"
+            )
+        if report.quality != str(Quality.FAILED):
+            raise RequestError(
+                f"the quality assessment of group {group_id} generation {generation} is "
+                f"{report.quality}, not failed: it is published without being accepted"
+            )
+        if report.accepted_at is not None:
+            return f"group {group_id} generation {generation} was already accepted"
+        conn.execute(
+            update(QualityReport)
+            .where(QualityReport.group_id == group_id, QualityReport.generation == generation)
+            .values(accepted_at=now, accepted_by=actor, accept_reason=reason)
+        )
+        queries.wake(conn, [group_id])
+        queries.record_event(
+            conn,
+            "accepted",
+            f"failed quality assessment of generation {generation} accepted"
+            f"{f': {reason}' if reason else ''}; it will be published",
+            at=now,
+            group_id=group_id,
+            actor=actor,
+        )
+    return f"group {group_id} generation {generation} accepted: the next pass publishes it"

@@ -1,4 +1,5 @@
-"""Provenance in a FITS header: keywords and HISTORY lines that say what made a file.
+"""Provenance in a FITS header: keywords and HISTORY lines that say what made a file, and
+the verdict of its quality assessment.
 
 Written into a staged file before it is published (a published file is never rewritten).
 The record is the plain data :mod:`reconciler.db.provenance` gathers; ``PROVHASH`` is its
@@ -34,9 +35,12 @@ SUMMARY = ("NRAWFILE", "RAWBYTES", "NCALTAB", "CALNAME", "CALTRANS")
 HISTORY_PREFIX = "PROV "
 
 
-def write_provenance(path: Path, record: dict[str, Any], attempt: str) -> bool:
-    """Write ``record`` into the primary header of the FITS file ``path``, replacing any
-    provenance written before; True when the file changed (False: it holds this record).
+def write_provenance(
+    path: Path, record: dict[str, Any], attempt: str, quality: dict[str, Any] | None = None
+) -> bool:
+    """Write ``record`` (and the ``quality`` assessment, when given) into the primary
+    header of the FITS file ``path``, replacing any written before; True when the file
+    changed (False: it holds these already).
 
     The file is rewritten under a temporary name private to ``attempt`` and renamed over
     ``path``, so a crash leaves the old file or the new one, never half of one.
@@ -46,12 +50,16 @@ def write_provenance(path: Path, record: dict[str, Any], attempt: str) -> bool:
     OSError
         When the file cannot be read or written.
     """
+    cards = provenance_cards(record)
+    if quality is not None:
+        cards += quality_cards(quality)
+    wanted = [(card.keyword, card.value) for card in cards.cards]
     with fits.open(path) as hdus:
         header = hdus[0].header
-        if header.get("PROVHASH") == record["provenance_hash"]:
+        if [(card.keyword, card.value) for card in header.cards if _is_ours(card)] == wanted:
             return False
-        kept = [card for card in header.cards if not _is_provenance(card)]
-        hdus[0].header = fits.Header(kept) + provenance_cards(record)
+        kept = [card for card in header.cards if not _is_ours(card)]
+        hdus[0].header = fits.Header(kept) + cards
         partial = attempt_path(path, attempt)
         try:
             hdus.writeto(partial, overwrite=True)
@@ -59,6 +67,40 @@ def write_provenance(path: Path, record: dict[str, Any], attempt: str) -> bool:
         finally:
             partial.unlink(missing_ok=True)
     return True
+
+
+#: Quality keywords: (FITS keyword, field of the report's figures, comment).
+QUALITY_KEYWORDS = (
+    ("QARMS", "rms_jy", "median background rms, Jy/beam"),
+    ("QAEXPRMS", "expected_rms_jy", "rms expected (radiometer equation), Jy/beam"),
+    ("QANOISER", "noise_ratio", "measured over expected rms"),
+    ("QADYNRNG", "dynamic_range", "peak over rms"),
+    ("QABLANK", "blank_fraction", "fraction of blank pixels"),
+    ("QADRA", "median_d_ra_arcsec", "median RA offset from reference, arcsec"),
+    ("QADDEC", "median_d_dec_arcsec", "median Dec offset from reference, arcsec"),
+    ("QAFLUXSC", "flux_scale", "median measured/reference flux"),
+    ("QAFLUXSD", "flux_scatter", "scatter of measured/reference flux"),
+)
+#: Every HISTORY line of the quality assessment starts with this.
+QUALITY_PREFIX = "QA "
+
+
+def quality_cards(quality: dict[str, Any]) -> fits.Header:
+    """The verdict, the override if any, the main figures, and each reason on a HISTORY
+    line of its own (cut to fit one card)."""
+    header = fits.Header()
+    header["QASTATUS"] = (quality["quality"], "quality assessment: passed/warning/failed")
+    header["QAACCEPT"] = (quality["accepted_by"] is not None, "failed QA accepted by a person")
+    figures = quality["figures"]
+    header["QANREF"] = (len(figures["matches"]), "reference sources matched")
+    for keyword, field, comment in QUALITY_KEYWORDS:
+        if figures.get(field) is not None:
+            header[keyword] = (round(float(figures[field]), 9), comment)
+    for reason in quality["summary"].split("; "):
+        header["HISTORY"] = f"{QUALITY_PREFIX}{reason}"[:72]
+    if quality["accepted_by"] is not None:
+        header["HISTORY"] = f"{QUALITY_PREFIX}accepted by {quality['accepted_by']}"[:72]
+    return header
 
 
 def provenance_cards(record: dict[str, Any]) -> fits.Header:
@@ -92,7 +134,9 @@ def provenance_cards(record: dict[str, Any]) -> fits.Header:
     return header
 
 
-def _is_provenance(card: fits.Card) -> bool:
+def _is_ours(card: fits.Card) -> bool:
+    """A card of the provenance or of the quality assessment."""
     if card.keyword == "HISTORY":
-        return str(card.value).startswith(HISTORY_PREFIX)
-    return card.keyword in {keyword for keyword, _, _ in KEYWORDS} | set(SUMMARY)
+        return str(card.value).startswith((HISTORY_PREFIX, QUALITY_PREFIX))
+    ours = {keyword for keyword, _, _ in (*KEYWORDS, *QUALITY_KEYWORDS)}
+    return card.keyword in ours | set(SUMMARY) | {"QASTATUS", "QAACCEPT", "QANREF"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from astropy.time import Time
 from reconciler.io.simulated_visibilities import (
     POLARIZATION_CODES,
     REFERENCE_FREQUENCY_HZ,
+    SUBBAND_SPAN_HZ,
     ObservationGeometry,
     SimulatedArray,
     make_array,
@@ -104,6 +105,15 @@ class SimulationTruth:
             files=tuple(Path(path) for path in raw["files"]),
             observation_starts=tuple(datetime.fromisoformat(w) for w in raw["observation_starts"]),
         )
+
+
+def equivalent_sefd_jy(
+    noise_jy: float, channels_per_subband: int = 8, integration_s: float = INTEGRATION_S
+) -> float:
+    """The SEFD (at correlator efficiency 1) whose radiometer noise per visibility is the
+    simulator's ``noise_jy`` on each of its real and imaginary parts: σ = SEFD / sqrt(2 Δν τ),
+    with Δν the channel width and τ the integration time."""
+    return noise_jy * math.sqrt(2.0 * SUBBAND_SPAN_HZ / channels_per_subband * integration_s)
 
 
 def calibrator_field_sources() -> tuple[PointSource, ...]:
@@ -204,6 +214,7 @@ def simulate_observations(
     gain_phase_scatter_deg: float = 30.0,
     noise_jy: float = 0.0,
     name_jitter_s: float = 0.0,
+    gain_errors: Mapping[int, float] | None = None,
 ) -> SimulationTruth:
     """Write raw DSA-110 UVH5 files for consecutive observations and return the truth.
 
@@ -237,10 +248,15 @@ def simulate_observations(
         File names of one observation differ from the data start by up to this many
         seconds (the data still share their start time), as the real correlator's do.
 
+    gain_errors
+        Observation index → a factor on every antenna's gain in that observation only: a
+        wrong gain the calibrator's solution does not know of (its visibilities are scaled
+        by the factor squared), for tests of the quality assessment.
+
     Returns
     -------
     SimulationTruth
-        Also written to ``out_dir / "truth.json"``.
+        Also written to ``out_dir / "truth.json"`` (``gains`` without ``gain_errors``).
     """
     if n_pols not in POLARIZATION_CODES:
         raise ValueError("n_pols must be 2 or 4")
@@ -279,7 +295,7 @@ def simulate_observations(
                 geometry,
                 [source.flux_at(frequencies) for source in sources],
                 frequencies,
-                gains[:, columns, :],
+                gains[:, columns, :] * (gain_errors or {}).get(observation, 1.0),
                 polarizations,
                 noise_jy,
                 rng,

@@ -11,7 +11,16 @@ from reconciler.engine.registry import ActionRegistry
 
 def product_registry() -> ActionRegistry:
     """The actions the product performs; the only place real handlers are registered."""
-    from reconciler.steps import apply, catalogue, convert, image, mosaic, publish, solve
+    from reconciler.steps import (
+        apply,
+        assess,
+        catalogue,
+        convert,
+        image,
+        mosaic,
+        publish,
+        solve,
+    )
 
     return ActionRegistry(
         [
@@ -21,6 +30,7 @@ def product_registry() -> ActionRegistry:
             image.HANDLER,
             mosaic.HANDLER,
             catalogue.HANDLER,
+            assess.HANDLER,
             publish.HANDLER,
         ]
     )

@@ -1,7 +1,8 @@
 """Publish: copy a staged mosaic into the products root, never overwriting, then register it.
 
 Order, each step recoverable: (0) write the provenance into the headers of the staged FITS
-files (the same record gives the same bytes, so a retry changes nothing); (1) copy every
+files, and the quality assessment into the mosaic's (the same record gives the same
+bytes, so a retry changes nothing); (1) copy every
 staged file to a temporary name in the products directory and flush it; (2) link it to its
 final name, which fails rather than overwrite; (3) mark the registry row published and
 record its provenance, in one transaction. A crash after (2) leaves a final file whose
@@ -76,10 +77,17 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         .scalars()
         .all()
     )
+    quality = artifacts.quality_of(conn, group_id, generation)
+    if quality is not None and quality["quality"] == "failed" and quality["accepted_by"] is None:
+        raise PermanentError(
+            f"group {group_id} generation {generation} failed its quality assessment and "
+            "is held: `reconciler publish --accept` publishes it"
+        )
     return {
         "group_id": group_id,
         "generation": generation,
         "stage_path": str(stage_path),
+        "quality": quality,
         "products_dir": str(products_dir),
         "stem": stem,
         "taken": sorted(taken),
@@ -147,7 +155,8 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             # Into the staged files, never into a published one.
             for fits_file in [staged, *companion_paths(staged)]:
                 if fits_file.name.endswith(".fits") and fits_file.is_file():
-                    write_provenance(fits_file, made_by, payload["attempt_id"])
+                    quality = payload.get("quality") if fits_file == staged else None
+                    write_provenance(fits_file, made_by, payload["attempt_id"], quality)
         products.mkdir(parents=True, exist_ok=True)
         # The mosaic and its companions are one product: a name is free only when every
         # file of it is free or already holds these very bytes.

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +47,17 @@ from reconciler.db.models import (
 )
 from reconciler.demo import FIELD_OF_VIEW_DEG
 from reconciler.desired.explicit import request_window
-from reconciler.io.simulator import PointSource, SimulationTruth, simulate_observations
+from reconciler.io.simulator import (
+    PointSource,
+    SimulationTruth,
+    equivalent_sefd_jy,
+    simulate_observations,
+)
 from reconciler.io.usage import tree_bytes
 from reconciler.model import ActionKind
 from reconciler.service import Reconciler
 from reconciler.sky import meridian_transits
-from reconciler.status import status_rows
+from reconciler.status import quality_reports, status_rows
 from reconciler.steps import product_registry
 from tests.conftest import make_settings, unavailable
 from tests.science_helpers import gain_errors, point_source_peak, solved_total_gains
@@ -72,16 +77,25 @@ DAY = (2025, 3, 1)
 #: Half-size array: the demo's quarter-size one has grating lobes close enough to the
 #: sources that clean loses ~8 % of their flux; this one keeps tiles small and fluxes right.
 E2E_ARRAY_SCALE = 0.5
+CHANNELS_PER_SUBBAND = 8
+NOISE_JY = 0.02
+#: The noise limit of the quality assessment in these tests (see pipeline_settings).
+DYNAMIC_RANGE_LIMITED_NOISE_RATIO = 200.0
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> tuple[Path, SimulationTruth]:
-    """Raw files of the seven observations, written once for the module."""
-    from datetime import UTC, datetime
+    """Raw files of the eight observations, written once for the module."""
+    return simulate(tmp_path_factory.mktemp("raw"))
 
+
+def simulate(
+    incoming: Path, wrong_gains: dict[int, float] | None = None
+) -> tuple[Path, SimulationTruth]:
+    """The module's observations, with ``wrong_gains`` (observation → gain factor) unknown
+    to the calibration."""
     day = datetime(*DAY, tzinfo=UTC)
     transit = meridian_transits(CALIBRATOR.ra_deg, CALIBRATOR.dec_deg, day, day + timedelta(1))[0]
-    incoming = tmp_path_factory.mktemp("raw")
     truth = simulate_observations(
         incoming,
         transit - timedelta(minutes=12.5),
@@ -91,16 +105,27 @@ def raw(tmp_path_factory) -> tuple[Path, SimulationTruth]:
         n_subbands=4,
         n_antennas=16,
         array_scale=E2E_ARRAY_SCALE,
-        channels_per_subband=8,
-        noise_jy=0.02,
+        channels_per_subband=CHANNELS_PER_SUBBAND,
+        noise_jy=NOISE_JY,
         seed=7,
+        gain_errors=wrong_gains,
     )
     assert len(truth.observation_starts) == N_OBSERVATIONS
     return incoming, truth
 
 
 def pipeline_settings(tmp_path: Path, incoming: Path) -> Settings:
-    """Demo-scale product settings on a SQLite database under ``tmp_path``."""
+    """Demo-scale product settings on a SQLite database under ``tmp_path``; the quality
+    assessment knows the simulated noise (as an SEFD) and takes the injected sources as
+    its reference catalogue."""
+    reference = tmp_path / "reference.csv"
+    reference.write_text(
+        "name,ra_deg,dec_deg,flux_jy\n"
+        + "".join(
+            f"{s.name},{s.ra_deg},{s.dec_deg},{s.flux_at(np.array([1.4e9]))[0]}\n"
+            for s in (CALIBRATOR, *FAINT)
+        )
+    )
     settings = make_settings(
         tmp_path,
         f"sqlite:///{tmp_path / 'reconciler.sqlite'}",
@@ -109,6 +134,14 @@ def pipeline_settings(tmp_path: Path, incoming: Path) -> Settings:
         imaging={"field_of_view_deg": FIELD_OF_VIEW_DEG, "niter": 1000},
         passes={"workers": 2, "max_actions": 200},
         lease={"seconds": 20.0, "heartbeat_seconds": 2.0},
+        qa={
+            "sefd_jy": equivalent_sefd_jy(NOISE_JY, CHANNELS_PER_SUBBAND),
+            "efficiency": 1.0,
+            "reference_catalogue": reference,
+            # Sixteen antennas: the 8.8 Jy calibrator's sidelobes, not the thermal noise,
+            # set the rms (tens of times thermal), as in the demo.
+            "noise_ratio_fail": DYNAMIC_RANGE_LIMITED_NOISE_RATIO,
+        },
     )
     return replace(settings, paths=replace(settings.paths, incoming=incoming))
 
@@ -153,6 +186,14 @@ def run_to_published(
     settings = pipeline_settings(tmp_path_factory.mktemp(f"run-{backend}"), incoming)
     settings = replace(settings, imaging=replace(settings.imaging, backend=backend))
     group = prepare(settings, truth)
+    rows = run_until(settings, "published")
+    assert checksums(incoming) == before, "raw files are never modified"
+    runs[backend] = (settings, group, rows)
+    return runs[backend]
+
+
+def run_until(settings: Settings, phase: str) -> list[dict]:
+    """Run passes of the real service until the window reaches ``phase``; its status rows."""
     engine = make_engine(settings.database_url)
     service = Reconciler(engine, settings, product_registry())
     deadline = time.monotonic() + 900
@@ -161,11 +202,10 @@ def run_to_published(
         assert not report.failed, [a for a in report.actions if a.failed]
         with reading(engine) as conn:
             rows = status_rows(conn)
-        if rows[0]["phase"] == "published":
+        if rows[0]["phase"] == phase:
             break
-    assert checksums(incoming) == before, "raw files are never modified"
-    runs[backend] = (settings, group, rows)
-    return runs[backend]
+    engine.dispose()
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +275,56 @@ def test_the_mosaic_holds_every_source_at_its_position_and_flux(published_by):
         f"{settings.imaging.backend}: {len(table)} components, {len(bright)} above 5σ, "
         f"{unmatched} of them more than two beams from every injected source"
     )
+
+
+def test_the_quality_assessment_passes_the_mosaic_and_says_so_in_its_header(published):
+    settings, group, rows = published
+    (row,) = rows
+    assert row["qa_status"] in ("passed", "warning"), row["qa_summary"]
+    engine = make_engine(settings.database_url)
+    with reading(engine) as conn:
+        (report,) = quality_reports(conn, group)
+    engine.dispose()
+    figures = report["figures"]
+    # Every injected source is a reference source, found where it is with its flux.
+    assert len(figures["matches"]) == 1 + len(FAINT) and not figures["missed"]
+    assert figures["flux_scale"] == pytest.approx(1.0, abs=0.1)
+    assert abs(figures["median_d_ra_arcsec"]) < 0.2 * figures["beam_major_arcsec"]
+    assert figures["expected_rms_jy"] > 0 and figures["noise_ratio"] > 1
+    published_path = Path(row["published_path"])
+    header = fits.getheader(published_path)
+    assert header["QASTATUS"] == report["quality"] and header["QAACCEPT"] is False
+    assert header["QANREF"] == 1 + len(FAINT)
+    assert published_path.with_name(published_path.stem + ".qa.png").is_file()
+    print(f"quality of the clean mosaic: {report['quality']}: {report['summary']}")
+
+
+def test_a_wrong_gain_in_one_observation_holds_the_mosaic_back(raw, tmp_path_factory):
+    """The observation holding faint-1's transit has every antenna's gain halved behind
+    the calibration's back: its visibilities are a quarter of what they should be."""
+    _, truth = raw
+    day = datetime(*DAY, tzinfo=UTC)
+    faint = FAINT[0]
+    transit = meridian_transits(faint.ra_deg, faint.dec_deg, day, day + timedelta(1))[0]
+    wrong = max(i for i, start in enumerate(truth.observation_starts) if start <= transit)
+    assert wrong in range(N_OBSERVATIONS)[WINDOW_MEMBERS]
+    incoming, truth = simulate(tmp_path_factory.mktemp("raw-wrong-gain"), {wrong: 0.5})
+    settings = pipeline_settings(tmp_path_factory.mktemp("run-wrong-gain"), incoming)
+    group = prepare(settings, truth)
+
+    (row,) = run_until(settings, "held")
+
+    assert row["phase"] == "held" and row["published_path"] is None, row
+    assert row["qa_status"] == "failed"
+    assert "quality assessment failed" in row["reason"]
+    assert "flux" in row["qa_summary"] or faint.name in row["qa_summary"], row["qa_summary"]
+    engine = make_engine(settings.database_url)
+    with reading(engine) as conn:
+        (report,) = quality_reports(conn, group)
+    engine.dispose()
+    ratios = {m["name"]: m["measured_jy"] / m["reference_jy"] for m in report["figures"]["matches"]}
+    print(f"wrong gain in observation {wrong}: flux ratios {ratios}; {report['summary']}")
+    assert ratios.get(faint.name, 0.0) < 0.8, "the source in the corrupted observation is faint"
 
 
 def test_recovered_gains_match_the_injected_ones(published, raw):

@@ -53,7 +53,7 @@ def test_a_window_is_published_and_a_second_pass_changes_nothing(engine, setting
     labels = [r["label"] for r in runs(settings)]
     assert sorted(labels) == sorted(
         [f"{k} obs:{key}" for key in keys for k in ("convert", "apply", "image")]
-        + [f"mosaic group:{group}", f"catalogue group:{group}", f"publish group:{group}"]
+        + [f"{kind} group:{group}" for kind in ("mosaic", "catalogue", "assess", "publish")]
     )
     assert phases(engine) == {group: "published"}
     with reading(engine) as conn:

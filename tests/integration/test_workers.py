@@ -102,13 +102,13 @@ def test_several_workers_never_run_the_same_action_twice(engine, db_url, tmp_pat
     assert codes == [0, 0, 0]
     done = runs(tmp_path)
     counts = Counter(r["label"] for r in done)
-    # convert, apply and image per observation; mosaic, catalogue and publish per group
-    assert len(counts) == 3 * len(keys) + 3
+    # convert, apply and image per observation; mosaic, catalogue, assess and publish per group
+    assert len(counts) == 3 * len(keys) + 4
     assert set(counts.values()) == {1}, f"actions run more than once: {counts}"
     assert len({r["pid"] for r in done}) >= 2, "the work was spread over the workers"
     with reading(engine) as conn:
         states = Counter(conn.execute(select(Action.state)).scalars())
-    assert states == {"done": 3 * len(keys) + 3}
+    assert states == {"done": 3 * len(keys) + 4}
 
 
 def test_a_killed_worker_loses_its_claim_and_the_work_completes_once(

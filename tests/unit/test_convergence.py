@@ -32,6 +32,8 @@ from reconciler.model import (
     ObservationState,
     Phase,
     Plan,
+    Quality,
+    QualityVerdict,
 )
 from reconciler.naming import group_target, observation_key, observation_target, parse_target
 
@@ -48,9 +50,10 @@ IDLE_PHASES = {
     Phase.WAITING,
     Phase.BLOCKED,
     Phase.INSUFFICIENT,
+    Phase.HELD,
 }
 OBSERVATION_KINDS = (ActionKind.CONVERT, ActionKind.SOLVE, ActionKind.APPLY, ActionKind.IMAGE)
-GROUP_KINDS = (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.PUBLISH)
+GROUP_KINDS = (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.ASSESS, ActionKind.PUBLISH)
 #: The artifact flag of an observation that each observation action produces.
 PRODUCT_FLAG = {
     ActionKind.CONVERT: "converted",
@@ -58,7 +61,9 @@ PRODUCT_FLAG = {
     ActionKind.IMAGE: "imaged",
 }
 #: Actions whose product a test may delete behind the reconciler's back.
-REMOVABLE = (*PRODUCT_FLAG, ActionKind.MOSAIC, ActionKind.CATALOGUE)
+#: The verdict every assessment in this world reaches.
+PASSED = QualityVerdict(Quality.PASSED)
+REMOVABLE = (*PRODUCT_FLAG, ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.ASSESS)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class World:
     doomed: frozenset[ActionKey]
     mosaics: set[int] = field(default_factory=set)
     catalogues: set[int] = field(default_factory=set)
+    assessed: set[int] = field(default_factory=set)
     published: dict[int, str] = field(default_factory=dict)
     actions: dict[ActionKey, ActionStatus] = field(default_factory=dict)
     #: Finished actions whose product was deleted since they last ran.
@@ -98,6 +104,7 @@ class World:
                     data_through=self.data_through,
                     mosaic_done=group.id in self.mosaics,
                     catalogued=group.id in self.catalogues,
+                    quality=PASSED if group.id in self.assessed else None,
                     published_path=self.published.get(group.id),
                     actions=dict(self.actions),
                 )
@@ -162,6 +169,8 @@ class World:
             self.mosaics.add(int(name))
         elif key.kind is ActionKind.CATALOGUE:
             self.catalogues.add(int(name))
+        elif key.kind is ActionKind.ASSESS:
+            self.assessed.add(int(name))
         elif key.kind is ActionKind.PUBLISH:
             self.published[int(name)] = f"mosaics/group{name}.fits"
         elif key.kind is ActionKind.SOLVE:
@@ -185,6 +194,8 @@ class World:
             self.mosaics.discard(int(name))
         elif key.kind is ActionKind.CATALOGUE:
             self.catalogues.discard(int(name))
+        elif key.kind is ActionKind.ASSESS:
+            self.assessed.discard(int(name))
         else:
             flag = PRODUCT_FLAG[key.kind]
             self.observations[name] = replace(self.observations[name], **{flag: False})
@@ -196,6 +207,8 @@ class World:
             return int(name) in self.mosaics and int(name) not in self.published
         if key.kind is ActionKind.CATALOGUE:
             return int(name) in self.catalogues and int(name) not in self.published
+        if key.kind is ActionKind.ASSESS:
+            return int(name) in self.assessed and int(name) not in self.published
         return getattr(self.observations[name], PRODUCT_FLAG[key.kind])
 
 

@@ -19,6 +19,8 @@ from reconciler.model import (
     GroupObserved,
     ObservationState,
     Phase,
+    Quality,
+    QualityVerdict,
 )
 from reconciler.naming import group_target, observation_key, observation_target
 
@@ -96,7 +98,9 @@ IMAGES = [obs_key(ActionKind.IMAGE, i) for i in range(3)]
 SOLVE_ON_0 = obs_key(ActionKind.SOLVE, 0)
 MOSAIC = ActionKey(ActionKind.MOSAIC, group_target(1), 1)
 CATALOGUE = ActionKey(ActionKind.CATALOGUE, group_target(1), 1)
+ASSESS = ActionKey(ActionKind.ASSESS, group_target(1), 1)
 PUBLISH = ActionKey(ActionKind.PUBLISH, group_target(1), 1)
+FAILED_QA = QualityVerdict(Quality.FAILED, "flux scale 0.600 is off by 40% (limit 0.25)")
 NO_CALIBRATOR = "no bandpass calibrator registered for dec 55.00"
 
 PHASE_CASES = [
@@ -376,10 +380,58 @@ PHASE_CASES = [
     pytest.param(
         observed(members=members("imaged"), mosaic_done=True, catalogued=True),
         LATE,
+        Phase.ASSESSING,
+        "assess group:1 to be queued",
+        [ASSESS],
+        id="assessing",
+    ),
+    pytest.param(
+        observed(
+            members=members("imaged"),
+            mosaic_done=True,
+            catalogued=True,
+            quality=QualityVerdict(Quality.PASSED),
+        ),
+        LATE,
         Phase.PUBLISHING,
         "publish group:1 to be queued",
         [PUBLISH],
         id="publishing",
+    ),
+    pytest.param(
+        observed(
+            members=members("imaged"),
+            mosaic_done=True,
+            catalogued=True,
+            quality=QualityVerdict(Quality.WARNING, "dynamic range 12 (warning below 20)"),
+        ),
+        LATE,
+        Phase.PUBLISHING,
+        "publish group:1 to be queued",
+        [PUBLISH],
+        id="publishing-with-a-warning",
+    ),
+    pytest.param(
+        observed(members=members("imaged"), mosaic_done=True, catalogued=True, quality=FAILED_QA),
+        LATE,
+        Phase.HELD,
+        "held: quality assessment failed (flux scale 0.600 is off by 40% (limit 0.25)); "
+        "`reconciler publish --accept 1` publishes it anyway",
+        [],
+        id="held-when-quality-fails",
+    ),
+    pytest.param(
+        observed(
+            members=members("imaged"),
+            mosaic_done=True,
+            catalogued=True,
+            quality=replace(FAILED_QA, accepted=True),
+        ),
+        LATE,
+        Phase.PUBLISHING,
+        "publish group:1 to be queued",
+        [PUBLISH],
+        id="publishing-a-failed-mosaic-someone-accepted",
     ),
     pytest.param(
         observed(members=members("imaged", n=2)),
