@@ -335,9 +335,10 @@ def draw_figure(
         pixels.legend()
     pixels.set_xlabel("pixel value (mJy/beam)")
     pixels.set_title("pixel histogram")
-    reasons = "\n".join(assessment.reasons[:6]) or "all checks passed"
-    fig.suptitle(f"{title}: {assessment.quality.value.upper()}\n{reasons}", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.82))
+    reasons = list(assessment.reasons[:6]) or ["all checks passed"]
+    fig.suptitle("\n".join([f"{title}: {assessment.quality.value.upper()}", *reasons]), fontsize=9)
+    # Room at the top for the title and one line per reason.
+    fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.035 * len(reasons)))
     partial = attempt_path(path, attempt)
     try:
         fig.savefig(partial, format="png", dpi=90)
