@@ -185,10 +185,13 @@ class MosaicSettings:
 @dataclass(frozen=True)
 class CatalogueSettings:
     """The source finder (PyBDSF) on every mosaic: components grow from peaks above
-    ``thresh_pix`` times the local rms into islands above ``thresh_isl`` times it."""
+    ``thresh_pix`` times the local rms into islands above ``thresh_isl`` times it. A
+    component within ``association_radius_beams`` restoring-beam major axes of a known
+    sky source is a detection of it (light curves)."""
 
     thresh_pix: float = 5.0
     thresh_isl: float = 3.0
+    association_radius_beams: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,7 @@ def _validate(s: Settings, label: str) -> None:
         "retention.log_days": s.retention.log_days,
         "catalogue.thresh_pix": s.catalogue.thresh_pix,
         "catalogue.thresh_isl": s.catalogue.thresh_isl,
+        "catalogue.association_radius_beams": s.catalogue.association_radius_beams,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):
