@@ -4,6 +4,7 @@ each (shown by ``reconciler COMMAND --help``)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from reconciler.desired.centred import DEFAULT_TIMESPAN_MINUTES
 
@@ -21,6 +22,8 @@ EXAMPLES = {
     "plan": "reconciler plan",
     "provenance": "reconciler provenance 3          # every version of group 3's mosaic\n"
     "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
+    "lightcurve": "reconciler lightcurve 133.2 55.9 --radius 30\n"
+    "  reconciler lightcurve 133.2 55.9 --png faint-1.png",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -93,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a mosaic group id, or a product's published path or file name",
     )
     provenance.add_argument("--json", action="store_true", help="print JSON")
+    lightcurve = add(
+        "lightcurve",
+        "the light curve of the sky sources near a position: a flux per mosaic, detected "
+        "or forced (an upper limit)",
+    )
+    lightcurve.add_argument("ra", type=float, metavar="RA", help="right ascension, ICRS degrees")
+    lightcurve.add_argument("dec", type=float, metavar="DEC", help="declination, ICRS degrees")
+    lightcurve.add_argument(
+        "--radius",
+        type=float,
+        default=30.0,
+        metavar="ARCSEC",
+        help="sky sources within this many arcseconds (default 30)",
+    )
+    shown = lightcurve.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument("--png", type=Path, metavar="FILE", help="plot it into FILE (PNG)")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),
