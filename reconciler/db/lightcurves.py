@@ -20,7 +20,6 @@ from reconciler.db.models import (
     RegistryEntry,
     SkySource,
     SkySourceMeasurement,
-    Source,
     SourceCatalogue,
 )
 from reconciler.sky import angular_separation_deg
@@ -50,15 +49,17 @@ def record_measurements(
     *,
     box: SkyBox,
     components: list[dict[str, float]],
+    source_ids: list[int],
     forced: dict[int, tuple[float, float]],
     radius_arcsec: float,
 ) -> None:
     """Associate a freshly recorded catalogue's components with the sky sources around
     its mosaic and record one measurement per sky source on it.
 
-    ``box`` holds the mosaic (widened by the radius); ``components`` are the catalogue's,
-    in the order recorded; ``forced`` maps the sky sources known when the mosaic was
-    searched to the forced (flux, error) at their positions, for those on the mosaic.
+    ``box`` holds the mosaic (widened by the radius); ``components`` are the catalogue's
+    and ``source_ids`` their rows in ``sources``, in the same order; ``forced`` maps the
+    sky sources known when the mosaic was searched to the forced (flux, error) at their
+    positions, for those on the mosaic.
 
     A component that detects no known source makes a new sky source at its position; a
     known source no component detects gets its forced measurement. A sky source made
@@ -70,11 +71,6 @@ def record_measurements(
     known = sky_sources_in(conn, box)
     found = [Position(c["ra_deg"], c["dec_deg"], c["peak_jy"]) for c in components]
     association = associate(found, known, radius_arcsec)
-    source_ids = list(
-        conn.execute(
-            select(Source.id).where(Source.catalogue_id == catalogue_id).order_by(Source.id)
-        ).scalars()
-    )
     detected = dict(association.detected)
     for index in association.new:
         detected[index] = conn.execute(

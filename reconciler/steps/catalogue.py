@@ -108,7 +108,7 @@ def record(
 ) -> None:
     """Record the catalogue, its components and the measurements of the sky sources on it
     (replacing what an earlier attempt recorded)."""
-    catalogue_id = artifacts.record_catalogue(
+    catalogue_id, source_ids = artifacts.record_catalogue(
         conn,
         payload["group_id"],
         payload["generation"],
@@ -125,6 +125,7 @@ def record(
         payload["group_id"],
         box=SkyBox(*payload["sky_box"]),
         components=result["components"],
+        source_ids=source_ids,
         forced={int(i): (flux, error) for i, flux, error in result["forced"]},
         radius_arcsec=payload["association_radius_beams"] * result["beam_major_arcsec"],
     )
