@@ -36,10 +36,17 @@ def beam_major_arcsec(mosaic: Path) -> float:
     return float(fits.getheader(mosaic)["BMAJ"]) * 3600.0
 
 
-def mosaic_sky_box(mosaic: Path, margin_deg: float) -> SkyBox:
+def mosaic_sky_box(mosaic: Path, margin_beams: float) -> SkyBox:
     """The part of the sky a mosaic's grid covers (its border pixels), widened by
-    ``margin_deg``."""
+    ``margin_beams`` restoring-beam major axes.
+
+    Raises
+    ------
+    KeyError
+        When the header has no restoring beam (``BMAJ``).
+    """
     header = fits.getheader(mosaic)
+    margin_deg = margin_beams * float(header["BMAJ"])
     wcs = WCS(header).celestial
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     xs = np.concatenate([np.arange(nx), np.arange(nx), np.zeros(ny), np.full(ny, nx - 1)])

@@ -42,10 +42,9 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     if not mosaic.is_file():
         raise PermanentError(f"staged mosaic {mosaic} is missing")
     try:
-        margin_deg = settings.catalogue.association_radius_beams * beam_major_arcsec(mosaic) / 3600
-    except KeyError as exc:
-        raise PermanentError(f"{mosaic}: no restoring beam (BMAJ) in the header") from exc
-    box = mosaic_sky_box(mosaic, margin_deg)
+        box = mosaic_sky_box(mosaic, settings.catalogue.association_radius_beams)
+    except (OSError, KeyError) as exc:
+        raise PermanentError(f"{mosaic}: no sky grid and restoring beam: {exc}") from exc
     known = lightcurves.sky_sources_in(conn, box)
     sources, rms = catalogue_paths(mosaic)
     return {

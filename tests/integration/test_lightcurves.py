@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from sqlalchemy import func, insert, select
 
 from reconciler.cli import main
@@ -18,6 +19,7 @@ from reconciler.db import artifacts
 from reconciler.db.engine import reading, writing
 from reconciler.db.lightcurves import light_curves
 from reconciler.db.models import MosaicGroup, SkySource, SkySourceMeasurement
+from reconciler.errors import PermanentError
 from reconciler.model import ActionKey, ActionKind, ClaimedAction
 from reconciler.steps import catalogue
 from tests.conftest import write_config
@@ -49,24 +51,36 @@ def _mosaic(engine, settings: Settings, day: int, sources) -> tuple[int, Path]:
     return group, wcs
 
 
-def _catalogue(engine, settings: Settings, group: int, workdir: Path, monkeypatch):
-    """The catalogue step as the engine runs it: prepare, run (here, in this process),
-    record; returns what it was given and what it made, to record again."""
-    token = uuid.uuid4().hex
-    claimed = ClaimedAction(
+def _claimed(group: int) -> ClaimedAction:
+    return ClaimedAction(
         id=group,
         key=ActionKey(ActionKind.CATALOGUE, f"group:{group}", 1),
         group_id=group,
         attempts=1,
         owner="test",
-        token=token,
+        token=uuid.uuid4().hex,
         priority=T0,
     )
+
+
+def _prepare(engine, settings: Settings, claimed: ClaimedAction) -> dict:
     with reading(engine) as conn:
         payload = catalogue.prepare(conn, claimed, settings)
-    payload["attempt_id"] = token
+    return {**payload, "attempt_id": claimed.token}
+
+
+def _run(payload: dict, workdir: Path, monkeypatch) -> dict:
+    """The child's part, here in this process; its result as JSON carries it."""
     monkeypatch.chdir(workdir)
-    result = json.loads(json.dumps(catalogue.run(payload)))
+    return json.loads(json.dumps(catalogue.run(payload)))
+
+
+def _catalogue(engine, settings: Settings, group: int, workdir: Path, monkeypatch):
+    """The catalogue step as the engine runs it: prepare, run, record; returns what it was
+    given and what it made, to record again."""
+    claimed = _claimed(group)
+    payload = _prepare(engine, settings, claimed)
+    result = _run(payload, workdir, monkeypatch)
     with writing(engine) as conn:
         catalogue.record(conn, claimed, payload, result)
     return claimed, payload, result
@@ -126,6 +140,32 @@ def test_two_mosaics_make_one_light_curve_per_source_and_forced_upper_limits(
     # Running the whole step again reads the finished search back: the same again.
     _catalogue(engine, settings, second, tmp_path, monkeypatch)
     assert _counts(engine) == (len(SOURCES), 2 * len(SOURCES))
+
+
+def test_two_mosaics_searched_at_once_make_each_sky_source_once(
+    engine, settings, tmp_path, monkeypatch
+):
+    """Neighbouring windows share observations, so their mosaics share sources; both are
+    prepared before either is recorded, and the second to record finds the first's."""
+    claims = [_claimed(_mosaic(engine, settings, day, SOURCES)[0]) for day in (0, 1)]
+    payloads = [_prepare(engine, settings, claimed) for claimed in claims]
+    assert [p["known_sources"] for p in payloads] == [[], []]
+    results = [_run(payload, tmp_path, monkeypatch) for payload in payloads]
+
+    for claimed, payload, result in zip(claims, payloads, results, strict=True):
+        with writing(engine) as conn:
+            catalogue.record(conn, claimed, payload, result)
+
+    assert _counts(engine) == (len(SOURCES), 2 * len(SOURCES))
+
+
+def test_a_mosaic_without_a_beam_is_refused_by_name(engine, settings):
+    group, _ = _mosaic(engine, settings, 0, SOURCES)
+    mosaic = settings.paths.work / "day0" / "mosaic.fits"
+    with fits.open(mosaic, mode="update") as hdus:
+        del hdus[0].header["BMAJ"]
+    with pytest.raises(PermanentError, match=r"mosaic\.fits: no sky grid and restoring beam"):
+        _prepare(engine, settings, _claimed(group))
 
 
 def test_forced_photometry_reads_a_known_source_at_its_flux(
