@@ -185,10 +185,13 @@ class MosaicSettings:
 @dataclass(frozen=True)
 class CatalogueSettings:
     """The source finder (PyBDSF) on every mosaic: components grow from peaks above
-    ``thresh_pix`` times the local rms into islands above ``thresh_isl`` times it."""
+    ``thresh_pix`` times the local rms into islands above ``thresh_isl`` times it. A
+    component within ``association_radius_beams`` restoring-beam major axes of a known
+    sky source is a detection of it (light curves)."""
 
     thresh_pix: float = 5.0
     thresh_isl: float = 3.0
+    association_radius_beams: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,7 @@ def _validate(s: Settings, label: str) -> None:
             for f in dataclasses.fields(s.qa)
             if f.name not in {"reference_catalogue", "reference_spectral_index"}
         },
+        "catalogue.association_radius_beams": s.catalogue.association_radius_beams,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):

@@ -316,3 +316,30 @@ def _mjy(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
+
+
+LIGHT_CURVE_COLUMNS = ("time", "flux_jy", "error_jy", "kind", "group", "mosaic")
+
+
+def light_curve_report(curves: list[dict[str, Any]]) -> str:
+    """Each sky source (as :func:`reconciler.db.lightcurves.light_curves` gives them) and
+    its measurements, one line each: forced ones as upper limits."""
+    blocks = []
+    for curve in curves:
+        rows = [
+            {
+                "time": m["observed_at"],
+                "flux_jy": f"{m['flux_jy']:.4g}",
+                "error_jy": f"{m['flux_err_jy']:.2g}",
+                "kind": f"< {m['upper_limit_jy']:.3g} (forced)" if m["forced"] else "detected",
+                "group": f"{m['group_id']}.{m['generation']}",
+                "mosaic": m["mosaic"],
+            }
+            for m in curve["measurements"]
+        ]
+        blocks.append(
+            f"sky source {curve['sky_source_id']} at RA {curve['ra_deg']:.5f} Dec "
+            f"{curve['dec_deg']:+.5f} ({curve['separation_arcsec']:.1f}″ away), "
+            f"{len(rows)} measurement(s)\n" + render_table(rows, LIGHT_CURVE_COLUMNS, width=120)
+        )
+    return "\n\n".join(blocks)

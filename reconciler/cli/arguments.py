@@ -4,6 +4,7 @@ each (shown by ``reconciler COMMAND --help``)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from reconciler.desired.centred import DEFAULT_TIMESPAN_MINUTES
 
@@ -23,6 +24,8 @@ EXAMPLES = {
     "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
     "qa": "reconciler qa 3 --json",
     "publish": 'reconciler publish --accept 3 --reason "rms high from RFI; science use OK"',
+    "lightcurve": "reconciler lightcurve 133.2 55.9 --radius 30\n"
+    "  reconciler lightcurve 133.2 55.9 --png faint-1.png",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -103,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--accept", type=int, required=True, metavar="GROUP", help="the held group to publish"
     )
     publish.add_argument("--reason", help="why it is accepted (recorded with the override)")
+    lightcurve = add(
+        "lightcurve",
+        "the light curve of the sky sources near a position: a flux per mosaic, detected "
+        "or forced (an upper limit)",
+    )
+    lightcurve.add_argument("ra", type=float, metavar="RA", help="right ascension, ICRS degrees")
+    lightcurve.add_argument("dec", type=float, metavar="DEC", help="declination, ICRS degrees")
+    lightcurve.add_argument(
+        "--radius",
+        type=float,
+        default=30.0,
+        metavar="ARCSEC",
+        help="sky sources within this many arcseconds (default 30)",
+    )
+    shown = lightcurve.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument("--png", type=Path, metavar="FILE", help="plot it into FILE (PNG)")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),

@@ -21,6 +21,7 @@ from reconciler.config import Settings, as_dict, redact_url
 from reconciler.daemon import serve
 from reconciler.db import calibrators
 from reconciler.db.engine import engine_for, reading, writing
+from reconciler.db.lightcurves import light_curves
 from reconciler.db.migrate import current_revision, head_revision, require_head, upgrade
 from reconciler.db.provenance import product_provenance
 from reconciler.desired import commands
@@ -29,6 +30,7 @@ from reconciler.desired.explicit import parse_time, request_window
 from reconciler.desired.late import new_generation
 from reconciler.engine.registry import load_registry
 from reconciler.errors import ReconcilerError, RequestError
+from reconciler.io.lightcurve_plot import write_light_curve_png
 from reconciler.progress import SETTLED
 from reconciler.service import Reconciler
 from reconciler.sky import transit_finder
@@ -40,6 +42,7 @@ from reconciler.status import (
     event_rows,
     images_by_backend,
     jsonable,
+    light_curve_report,
     plan_rows,
     provenance_report,
     quality_reports,
@@ -300,6 +303,20 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     require_head(engine)
     print(commands.accept(engine, args.accept, reason=args.reason, actor=_actor()))
+
+
+def cmd_lightcurve(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    with reading(engine) as conn:
+        curves = light_curves(conn, args.ra, args.dec, args.radius)
+    if not curves:
+        raise RequestError(f"no sky source within {args.radius:g}″ of {args.ra:g} {args.dec:+g}")
+    if args.png is not None:
+        write_light_curve_png(curves, args.png)
+        print(f"light curve of {len(curves)} sky source(s) written to {args.png}")
+        return 0
+    _print(curves, args.json, lambda: light_curve_report(curves))
     return 0
 
 
@@ -406,6 +423,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "provenance": cmd_provenance,
     "qa": cmd_qa,
     "publish": cmd_publish,
+    "lightcurve": cmd_lightcurve,
     "retry": _group_command,
     "pause": _group_command,
     "resume": _group_command,

@@ -208,9 +208,10 @@ def record_catalogue(
     finder_version: str,
     median_rms_jy: float | None,
     components: list[dict[str, float]],
-) -> int:
+) -> tuple[int, list[int]]:
     """Record the source catalogue of a group generation's mosaic and its components,
-    replacing what an earlier attempt recorded; returns the catalogue's id."""
+    replacing what an earlier attempt recorded; returns the catalogue's id and the
+    components' ``sources`` ids, in the order given."""
     conn.execute(
         delete(SourceCatalogue).where(
             SourceCatalogue.group_id == group_id, SourceCatalogue.generation == generation
@@ -230,11 +231,13 @@ def record_catalogue(
         )
         .returning(SourceCatalogue.id)
     ).scalar_one()
-    if components:
-        conn.execute(
-            insert(Source), [{"catalogue_id": catalogue_id, **values} for values in components]
-        )
-    return catalogue_id
+    if not components:
+        return catalogue_id, []
+    source_ids = conn.execute(
+        insert(Source).returning(Source.id, sort_by_parameter_order=True),
+        [{"catalogue_id": catalogue_id, **values} for values in components],
+    ).scalars()
+    return catalogue_id, list(source_ids)
 
 
 def calibrated_members(conn: Connection, group_id: int) -> list[tuple[str, str | None]]:

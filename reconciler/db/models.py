@@ -481,6 +481,43 @@ class QualityReport(Base):
     accept_reason: Mapped[str | None] = mapped_column(Text)
 
 
+class SkySource(Base):
+    """A source on the sky, as associated across mosaics: every component found within the
+    association radius of it is a detection of it. Its position is that of its first
+    detection and never moves, so forced photometry and association stay where they were."""
+
+    __tablename__ = "sky_sources"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class SkySourceMeasurement(Base):
+    """A sky source's flux density on one catalogued mosaic: its component's peak when
+    detected (``source_id``), else forced photometry at its position (``forced``: the
+    beam-weighted flux there, with the local rms as its error). Peak brightness, Jy/beam."""
+
+    __tablename__ = "sky_source_measurements"
+    __table_args__ = (UniqueConstraint("sky_source_id", "catalogue_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sky_source_id: Mapped[int] = mapped_column(ForeignKey("sky_sources.id", ondelete="CASCADE"))
+    #: Recording a catalogue again replaces it, and its measurements with it.
+    catalogue_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogues.id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), index=True
+    )
+    #: The middle of the mosaic's window.
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    flux_jy: Mapped[float] = mapped_column(Float)
+    flux_err_jy: Mapped[float] = mapped_column(Float)
+    forced: Mapped[bool] = mapped_column(Boolean)
+
+
 class Event(Base):
     """Append-only history of every action outcome and state change."""
 

@@ -33,6 +33,7 @@ from reconciler.catalogue import load_calibrators
 from reconciler.config import Settings
 from reconciler.db import calibrators
 from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.lightcurves import light_curves
 from reconciler.db.migrate import upgrade
 from reconciler.db.models import (
     Action,
@@ -114,16 +115,18 @@ def simulate(
     return incoming, truth
 
 
-def pipeline_settings(tmp_path: Path, incoming: Path) -> Settings:
+def pipeline_settings(
+    tmp_path: Path, incoming: Path, reference: tuple[PointSource, ...] = (CALIBRATOR, *FAINT)
+) -> Settings:
     """Demo-scale product settings on a SQLite database under ``tmp_path``; the quality
-    assessment knows the simulated noise (as an SEFD) and takes the injected sources as
-    its reference catalogue."""
+    assessment knows the simulated noise (as an SEFD) and takes ``reference`` (the injected
+    sources) as its reference catalogue."""
     reference = tmp_path / "reference.csv"
     reference.write_text(
         "name,ra_deg,dec_deg,flux_jy\n"
         + "".join(
             f"{s.name},{s.ra_deg},{s.dec_deg},{s.flux_at(np.array([1.4e9]))[0]}\n"
-            for s in (CALIBRATOR, *FAINT)
+            for s in reference
         )
     )
     settings = make_settings(
@@ -148,18 +151,27 @@ def pipeline_settings(tmp_path: Path, incoming: Path) -> Settings:
 
 def prepare(settings: Settings, truth: SimulationTruth) -> int:
     """Migrate, register the calibrators, and request the window; returns the group."""
+    starts = truth.observation_starts
+    (group,) = prepare_windows(
+        settings, [(starts[WINDOW_MEMBERS.start], starts[-1] + (starts[1] - starts[0]))]
+    )
+    return group
+
+
+def prepare_windows(settings: Settings, windows: list[tuple[datetime, datetime]]) -> list[int]:
+    """Migrate, register the calibrators, and request each window; returns the groups."""
     engine = make_engine(settings.database_url)
     upgrade(engine)
     with writing(engine) as conn:
         calibrators.upsert_calibrators(
             conn, load_calibrators(settings.calibration.catalogue), overwrite=False
         )
-    starts = truth.observation_starts
-    start = starts[WINDOW_MEMBERS.start]
-    end = starts[-1] + (starts[1] - starts[0])
-    group = request_window(engine, start, end, max_window=timedelta(hours=24)).group_id
+    groups = [
+        request_window(engine, start, end, max_window=timedelta(hours=24)).group_id
+        for start, end in windows
+    ]
     engine.dispose()
-    return group
+    return groups
 
 
 def checksums(directory: Path) -> dict[str, int]:
@@ -186,23 +198,24 @@ def run_to_published(
     settings = pipeline_settings(tmp_path_factory.mktemp(f"run-{backend}"), incoming)
     settings = replace(settings, imaging=replace(settings.imaging, backend=backend))
     group = prepare(settings, truth)
-    rows = run_until(settings, "published")
+    rows = run_until(settings, "published", seconds=900)
     assert checksums(incoming) == before, "raw files are never modified"
     runs[backend] = (settings, group, rows)
     return runs[backend]
 
 
-def run_until(settings: Settings, phase: str) -> list[dict]:
-    """Run passes of the real service until the window reaches ``phase``; its status rows."""
+def run_until(settings: Settings, phase: str, *, seconds: float = 900) -> list[dict]:
+    """Passes of the real service until every requested window reaches ``phase`` (or
+    ``seconds`` run out); returns the status rows."""
     engine = make_engine(settings.database_url)
     service = Reconciler(engine, settings, product_registry())
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         report = service.run_pass()
         assert not report.failed, [a for a in report.actions if a.failed]
         with reading(engine) as conn:
             rows = status_rows(conn)
-        if rows[0]["phase"] == phase:
+        if all(row["phase"] == phase for row in rows):
             break
     engine.dispose()
     return rows
@@ -463,6 +476,82 @@ def _start(config: Path) -> subprocess.Popen[bytes]:
         stderr=log,
         cwd=config.parent,
     )
+
+
+#: The light-curve test's variable source: faint-1 at half its flux on the second day.
+FADED = replace(FAINT[0], flux_jy=FAINT[0].flux_jy / 2)
+
+
+def simulate_day(
+    incoming: Path, transit: datetime, sources: tuple[PointSource, ...]
+) -> tuple[datetime, datetime]:
+    """The calibrator's transit observation and the three after it that hold the faint
+    sources (12.9 to 28.4 minutes after the transit); returns the window of the three."""
+    common = {
+        "n_subbands": 4,
+        "n_antennas": 16,
+        "array_scale": E2E_ARRAY_SCALE,
+        "channels_per_subband": 8,
+        "noise_jy": 0.02,
+        # One seed for every call: the same gains, so each day's solution fits its data.
+        "seed": 7,
+    }
+    observation = timedelta(minutes=5.15)
+    simulate_observations(
+        incoming, transit - timedelta(minutes=2.5), 5.15, DEC, sources=sources, **common
+    )
+    start = transit + timedelta(minutes=2.5) + 2 * observation
+    window = simulate_observations(
+        incoming, start, 3 * 5.15, DEC, sources=sources, **common
+    ).observation_starts
+    return window[0], window[-1] + (window[1] - window[0])
+
+
+# Two days through the whole pipeline: the suite's 600 s per test is too few.
+@pytest.mark.timeout(1500)
+def test_a_source_that_fades_between_two_days_has_both_fluxes_in_its_light_curve(
+    tmp_path_factory,
+):
+    """The same strip a sidereal day apart, faint-1 at half its flux the second day: its
+    light curve holds both fluxes, and the steady source's stays where it was."""
+    first_day = datetime(*DAY, tzinfo=UTC)
+    transits = meridian_transits(
+        CALIBRATOR.ra_deg, CALIBRATOR.dec_deg, first_day, first_day + timedelta(days=2)
+    )
+    incoming = tmp_path_factory.mktemp("two-days")
+    windows = [
+        simulate_day(incoming, transits[0], (CALIBRATOR, *FAINT)),
+        simulate_day(incoming, transits[1], (CALIBRATOR, FADED, FAINT[1])),
+    ]
+    # A variable source is no reference: the steady ones check each day's flux scale.
+    settings = pipeline_settings(
+        tmp_path_factory.mktemp("run-two-days"), incoming, (CALIBRATOR, FAINT[1])
+    )
+    prepare_windows(settings, windows)
+    started = time.monotonic()
+
+    rows = run_until(settings, "published", seconds=1200)
+
+    print(f"two days to published in {time.monotonic() - started:.0f} s")
+    assert [row["phase"] for row in rows] == ["published", "published"]
+    with fits.open(rows[0]["published_path"]) as hdus:
+        frequency = np.array([hdus[0].header["FREQ"]])
+        beam_arcsec = hdus[0].header["BMAJ"] * 3600
+    engine = make_engine(settings.database_url)
+    with reading(engine) as conn:
+        curves = {
+            source.name: light_curves(conn, source.ra_deg, source.dec_deg, beam_arcsec)
+            for source in FAINT
+        }
+    engine.dispose()
+    for source, second in ((FAINT[0], FADED), (FAINT[1], FAINT[1])):
+        (curve,) = curves[source.name]
+        measured = curve["measurements"]
+        assert [m["forced"] for m in measured] == [False, False], source.name
+        assert [m["flux_jy"] for m in measured] == [
+            pytest.approx(source.flux_at(frequency)[0], rel=0.10),
+            pytest.approx(second.flux_at(frequency)[0], rel=0.10),
+        ], source.name
 
 
 def test_retention_gives_back_the_intermediates_and_only_the_product_stays(published, raw):

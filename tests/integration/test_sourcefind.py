@@ -40,15 +40,23 @@ def _wcs() -> WCS:
     return wcs
 
 
-def write_image(path: Path, *, beam: bool = True, blank_border: int = 0, seed: int = 1) -> WCS:
-    """A mosaic-like image: point sources convolved with a circular beam, Gaussian noise
+def write_image(
+    path: Path,
+    *,
+    beam: bool = True,
+    blank_border: int = 0,
+    seed: int = 1,
+    sources: list[tuple[float, float, float]] = SOURCES,
+) -> WCS:
+    """A mosaic-like image: ``sources`` (x, y, peak) as point sources convolved with a
+    circular beam, Gaussian noise
     smoothed by the same beam (correlated, as in a real image) scaled to NOISE_JY, and a
     blank (NaN) border like a mosaic's edge beyond the primary-beam cutoff."""
     rng = np.random.default_rng(seed)
     sigma = BEAM_ARCSEC / CELL_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
     y, x = np.mgrid[0:SIZE, 0:SIZE]
     data = np.zeros((SIZE, SIZE))
-    for sx, sy, peak in SOURCES:
+    for sx, sy, peak in sources:
         data += peak * np.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * sigma**2))
     kernel_x = np.arange(-15, 16)
     kernel = np.exp(-(kernel_x**2) / (2 * sigma**2))
