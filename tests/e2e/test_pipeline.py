@@ -312,6 +312,8 @@ def test_the_quality_assessment_passes_the_mosaic_and_says_so_in_its_header(publ
     print(f"quality of the clean mosaic: {report['quality']}: {report['summary']}")
 
 
+# A whole run of the pipeline of its own: the suite's 600 s per test is too few.
+@pytest.mark.timeout(1500)
 def test_a_wrong_gain_in_one_observation_holds_the_mosaic_back(raw, tmp_path_factory):
     """The observation holding faint-1's transit has every antenna's gain halved behind
     the calibration's back: its visibilities are a quarter of what they should be."""
