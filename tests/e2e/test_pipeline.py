@@ -121,8 +121,8 @@ def pipeline_settings(
     """Demo-scale product settings on a SQLite database under ``tmp_path``; the quality
     assessment knows the simulated noise (as an SEFD) and takes ``reference`` (the injected
     sources) as its reference catalogue."""
-    reference = tmp_path / "reference.csv"
-    reference.write_text(
+    reference_file = tmp_path / "reference.csv"
+    reference_file.write_text(
         "name,ra_deg,dec_deg,flux_jy\n"
         + "".join(
             f"{s.name},{s.ra_deg},{s.dec_deg},{s.flux_at(np.array([1.4e9]))[0]}\n"
@@ -140,7 +140,7 @@ def pipeline_settings(
         qa={
             "sefd_jy": equivalent_sefd_jy(NOISE_JY, CHANNELS_PER_SUBBAND),
             "efficiency": 1.0,
-            "reference_catalogue": reference,
+            "reference_catalogue": reference_file,
             # Sixteen antennas: the 8.8 Jy calibrator's sidelobes, not the thermal noise,
             # set the rms (tens of times thermal), as in the demo.
             "noise_ratio_fail": DYNAMIC_RANGE_LIMITED_NOISE_RATIO,
