@@ -218,7 +218,7 @@ class QualitySettings:
     astrometry_warn_beams: float = 0.2
     astrometry_fail_beams: float = 0.5
     flux_scale_warn: float = 0.1
-    flux_scale_fail: float = 0.25
+    flux_scale_fail: float = 0.2
     flux_scatter_warn: float = 0.15
     flux_scatter_fail: float = 0.3
     #: A reference source this many times the local rms that is not found fails the mosaic.

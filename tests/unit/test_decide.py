@@ -100,7 +100,7 @@ MOSAIC = ActionKey(ActionKind.MOSAIC, group_target(1), 1)
 CATALOGUE = ActionKey(ActionKind.CATALOGUE, group_target(1), 1)
 ASSESS = ActionKey(ActionKind.ASSESS, group_target(1), 1)
 PUBLISH = ActionKey(ActionKind.PUBLISH, group_target(1), 1)
-FAILED_QA = QualityVerdict(Quality.FAILED, "flux scale 0.600 is off by 40% (limit 0.25)")
+FAILED_QA = QualityVerdict(Quality.FAILED, "flux scale 0.600 is off by 40% (limit 0.2)")
 NO_CALIBRATOR = "no bandpass calibrator registered for dec 55.00"
 
 PHASE_CASES = [
@@ -415,7 +415,7 @@ PHASE_CASES = [
         observed(members=members("imaged"), mosaic_done=True, catalogued=True, quality=FAILED_QA),
         LATE,
         Phase.HELD,
-        "held: quality assessment failed (flux scale 0.600 is off by 40% (limit 0.25)); "
+        "held: quality assessment failed (flux scale 0.600 is off by 40% (limit 0.2)); "
         "`reconciler publish --accept 1` publishes it anyway",
         [],
         id="held-when-quality-fails",
