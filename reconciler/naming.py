@@ -107,6 +107,11 @@ def companion_paths(mosaic: Path) -> list[Path]:
     return [mosaic.with_name(stem + suffix) for suffix in COMPANION_SUFFIXES]
 
 
+def coverage_path(products: Path) -> Path:
+    """The coverage map (IVOA MOC, FITS) of everything published under ``products``."""
+    return products / "coverage.moc.fits"
+
+
 def catalogue_paths(mosaic: Path) -> tuple[Path, Path]:
     """The source catalogue and the background rms map of a mosaic, beside it."""
     stem = mosaic.name.removesuffix(".fits")

@@ -21,6 +21,10 @@ EXAMPLES = {
     "plan": "reconciler plan",
     "provenance": "reconciler provenance 3          # every version of group 3's mosaic\n"
     "  reconciler provenance dsa110_mosaic_20250301T000000_20250301T005000_dec+55.57.fits --json",
+    "cone": "reconciler cone 128.729 55.573 0.5 --json\n"
+    "  reconciler cone 128.729 55.573 0.5 --sql     # the same search as plain SQL",
+    "coverage": "reconciler coverage --png coverage.png\n"
+    "  reconciler coverage --rebuild     # footprints of mosaics published before they were kept",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -93,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a mosaic group id, or a product's published path or file name",
     )
     provenance.add_argument("--json", action="store_true", help="print JSON")
+    cone = add(
+        "cone",
+        "published mosaics whose footprint contains a position, and catalogue sources near it",
+    )
+    cone.add_argument("ra", type=float, metavar="RA", help="right ascension, deg (ICRS)")
+    cone.add_argument("dec", type=float, metavar="DEC", help="declination, deg (ICRS)")
+    cone.add_argument("radius", type=float, metavar="RADIUS_DEG", help="for sources, deg")
+    cone.add_argument("--json", action="store_true", help="print JSON")
+    cone.add_argument("--sql", action="store_true", help="print the search as plain SQL")
+    coverage = add("coverage", "the sky covered by everything published (an IVOA MOC file)")
+    coverage.add_argument("--png", metavar="FILE", help="also draw the coverage map into FILE")
+    coverage.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="first record missing footprints and source cells, and rewrite the MOC file",
+    )
+    coverage.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from reconciler.db.cone import source_cells
 from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
@@ -207,8 +208,9 @@ def record_catalogue(
     median_rms_jy: float | None,
     components: list[dict[str, float]],
 ) -> int:
-    """Record the source catalogue of a group generation's mosaic and its components,
-    replacing what an earlier attempt recorded; returns the catalogue's id."""
+    """Record the source catalogue of a group generation's mosaic and its components (each
+    with its sky cell, for cone searches), replacing what an earlier attempt recorded;
+    returns the catalogue's id."""
     conn.execute(
         delete(SourceCatalogue).where(
             SourceCatalogue.group_id == group_id, SourceCatalogue.generation == generation
@@ -230,7 +232,11 @@ def record_catalogue(
     ).scalar_one()
     if components:
         conn.execute(
-            insert(Source), [{"catalogue_id": catalogue_id, **values} for values in components]
+            insert(Source),
+            [
+                {"catalogue_id": catalogue_id, **values, "cell": cell}
+                for values, cell in zip(components, source_cells(components), strict=True)
+            ],
         )
     return catalogue_id
 
