@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Integer, bindparam, func, insert, literal, or_, select, update
 
 from reconciler.db.models import (
     Footprint,
@@ -106,7 +106,8 @@ def mosaics_containing(conn: Connection, ra_deg: float, dec_deg: float) -> list[
         .join(FootprintCell, FootprintCell.registry_id == RegistryEntry.id)
         .where(
             FootprintCell.cell == cell,
-            FootprintCell.mask.op(">>")(bit).op("&")(1) == 1,
+            # int8 >> int4: PostgreSQL has no shift by a bigint.
+            FootprintCell.mask.op(">>")(literal(bit, Integer)).op("&")(1) == 1,
             RegistryEntry.status == "published",
         )
         .order_by(RegistryEntry.published_at, RegistryEntry.id)
