@@ -59,12 +59,12 @@ from sqlalchemy import Engine
 from reconciler.coverage import cone_search
 from reconciler.db.engine import make_engine, writing
 from reconciler.db.migrate import upgrade
+from reconciler.sky import angular_separation_deg
 from reconciler.skycells import (
     FOOTPRINT_ORDER,
     SOURCE_ORDER,
     area_sq_deg,
     cell_centres,
-    cells_near,
     cells_of,
     footprint_rows,
 )
@@ -90,10 +90,15 @@ def strip_decs(strips: int) -> list[float]:
 
 
 class Footprints:
-    """Footprint cells of strips starting on the RA grid, each made once."""
+    """Footprint cells of strips starting on the RA grid, each made once: the cells whose
+    centres are within a beam radius of one of the strip's beam centres (as publishing
+    keeps the cells whose centres fall on non-blank pixels)."""
 
     def __init__(self, beam_radius_deg: float) -> None:
         self.beam_radius_deg = beam_radius_deg
+        every = np.arange(12 * 4**FOOTPRINT_ORDER, dtype=np.int64)
+        self._ra, self._dec = cell_centres(every, FOOTPRINT_ORDER)
+        self._bands: dict[float, np.ndarray] = {}
         self._discs: dict[tuple[float, int], np.ndarray] = {}
         self._strips: dict[tuple[float, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
 
@@ -107,11 +112,36 @@ class Footprints:
         return self._strips[key]
 
     def _disc(self, dec: float, step: int) -> np.ndarray:
+        """The cells whose centres are within a beam radius of one beam centre."""
         key = (dec, step)
         if key not in self._discs:
-            ra = (step + 0.5) * STEP_DEG
-            self._discs[key] = cells_near(ra, dec, self.beam_radius_deg, FOOTPRINT_ORDER)
+            centre = (step + 0.5) * STEP_DEG
+            near = self._window(dec, centre, 0.0)
+            distance = angular_separation_deg(centre, dec, self._ra[near], self._dec[near])
+            self._discs[key] = near[distance <= self.beam_radius_deg]
         return self._discs[key]
+
+    def _window(self, dec: float, ra_from: float, length: float) -> np.ndarray:
+        """The cells of the band at ``dec`` within a beam radius of the RA range from
+        ``ra_from`` to ``ra_from + length``."""
+        band = self._band(dec)
+        widest = min(abs(dec) + self.beam_radius_deg, 89.0)
+        pad = self.beam_radius_deg / np.cos(np.radians(widest))
+        if length + 2 * pad >= 360:
+            return band
+        ras = self._ra[band]
+        lo, hi = (ra_from - pad) % 360, (ra_from + length + pad) % 360
+        first, last = np.searchsorted(ras, lo), np.searchsorted(ras, hi)
+        if lo < hi:
+            return band[first:last]
+        return np.concatenate([band[first:], band[:last]])
+
+    def _band(self, dec: float) -> np.ndarray:
+        """The cells within a beam radius of the declination ``dec``, by RA."""
+        if dec not in self._bands:
+            near = np.flatnonzero(np.abs(self._dec - dec) <= self.beam_radius_deg)
+            self._bands[dec] = near[np.argsort(self._ra[near], kind="stable")]
+        return self._bands[dec]
 
 
 def survey(n_mosaics: int, strips: int, rng: random.Random) -> list[tuple[float, int]]:

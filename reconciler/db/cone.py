@@ -126,7 +126,9 @@ def sources_near(
             for lo, hi in source_ranges(ra_deg, dec_deg, radius_deg)
         )
     )
-    rows = conn.execute(
+    # First the sources in the cone's cells, by their index alone (materialised: a
+    # planner must not start from the registry's published rows instead).
+    near = (
         select(
             Source.ra_deg,
             Source.dec_deg,
@@ -134,19 +136,28 @@ def sources_near(
             Source.flux_err_jy,
             Source.peak_jy,
             Source.peak_err_jy,
+            Source.catalogue_id,
+        )
+        .where(in_cone)
+        .cte("near")
+        .prefix_with("MATERIALIZED")
+    )
+    rows = conn.execute(
+        select(
+            *(column for column in near.c if column.name != "catalogue_id"),
             RegistryEntry.id.label("product_id"),
             SourceCatalogue.group_id,
             SourceCatalogue.generation,
             RegistryEntry.published_path,
         )
-        .join(SourceCatalogue, SourceCatalogue.id == Source.catalogue_id)
+        .join(SourceCatalogue, SourceCatalogue.id == near.c.catalogue_id)
         .join(
             RegistryEntry,
             (RegistryEntry.kind == "mosaic")
             & (RegistryEntry.group_id == SourceCatalogue.group_id)
             & (RegistryEntry.generation == SourceCatalogue.generation),
         )
-        .where(in_cone, RegistryEntry.status == "published")
+        .where(RegistryEntry.status == "published")
     ).mappings()
     found = [dict(row) for row in rows]
     if not found:
@@ -185,18 +196,21 @@ def cone_sql(ra_deg: float, dec_deg: float, radius_deg: float) -> tuple[str, str
         f" * cos(radians(s.dec_deg)) * power(sin(radians(s.ra_deg - {ra_deg!r}) / 2), 2))))"
     )
     sources = (
-        "SELECT * FROM (\n"
-        "  SELECT s.ra_deg, s.dec_deg, s.flux_jy, s.flux_err_jy, s.peak_jy,\n"
-        "         r.id AS product_id, c.group_id, c.generation, r.published_path,\n"
+        "WITH near AS MATERIALIZED (\n"
+        "  SELECT s.ra_deg, s.dec_deg, s.flux_jy, s.flux_err_jy, s.peak_jy, s.catalogue_id,\n"
         f"         {distance} AS distance_deg\n"
         "  FROM sources s\n"
-        "  JOIN catalogues c ON c.id = s.catalogue_id\n"
-        "  JOIN data_registry r ON r.kind = 'mosaic' AND r.group_id = c.group_id\n"
-        "       AND r.generation = c.generation AND r.status = 'published'\n"
-        f"  WHERE ({ranges})\n"
-        ") AS near\n"
-        f"WHERE distance_deg <= {radius_deg!r}\n"
-        "ORDER BY distance_deg, product_id;"
+        f"  WHERE {ranges}\n"
+        ")\n"
+        "SELECT near.ra_deg, near.dec_deg, near.flux_jy, near.flux_err_jy, near.peak_jy,\n"
+        "       near.distance_deg, r.id AS product_id, c.group_id, c.generation,\n"
+        "       r.published_path\n"
+        "FROM near\n"
+        "JOIN catalogues c ON c.id = near.catalogue_id\n"
+        "JOIN data_registry r ON r.kind = 'mosaic' AND r.group_id = c.group_id\n"
+        "     AND r.generation = c.generation AND r.status = 'published'\n"
+        f"WHERE near.distance_deg <= {radius_deg!r}\n"
+        "ORDER BY near.distance_deg, product_id;"
     )
     return mosaics, sources
 
