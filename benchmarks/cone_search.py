@@ -262,7 +262,9 @@ def database(backend: str, workdir: Path) -> Iterator[Engine]:
     cluster = PrivatePostgres.create(bin_dir, workdir / "pgdata")
     cluster.start()
     try:
-        engine = make_engine(cluster.url.replace("postgresql://", "postgresql+psycopg://", 1))
+        url = cluster.url.replace("postgresql://", "postgresql+psycopg://", 1)
+        # The bulk load runs for minutes: longer than the service allows a statement.
+        engine = make_engine(url, statement_timeout_seconds=3600)
         try:
             upgrade(engine)
             yield engine

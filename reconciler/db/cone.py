@@ -13,7 +13,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Integer, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 
 from reconciler.db.models import (
     Footprint,
@@ -120,60 +130,60 @@ def sources_near(
 ) -> list[dict[str, Any]]:
     """The catalogue sources of published mosaics within ``radius_deg`` of the position,
     nearest first: position, flux densities, ``distance_deg`` and the mosaic."""
-    in_cone = or_(
-        *(
-            (Source.cell >= lo) & (Source.cell < hi)
-            for lo, hi in source_ranges(ra_deg, dec_deg, radius_deg)
+    # First the sources in the cone's cells, by their index alone, then the mosaics of
+    # those within the radius: no planner gets to start from the published mosaics. The
+    # ranges are plain SQL: as SQLAlchemy expressions, dozens of literals take longer to
+    # compile than the search takes to run.
+    ranges = _in_ranges("cell", source_ranges(ra_deg, dec_deg, radius_deg))
+    candidates = conn.execute(
+        text(
+            "SELECT ra_deg, dec_deg, flux_jy, flux_err_jy, peak_jy, peak_err_jy, catalogue_id"
+            f" FROM sources WHERE {ranges}"
         )
+    ).all()
+    if not candidates:
+        return []
+    distances = angular_separation_deg(
+        ra_deg,
+        dec_deg,
+        np.array([row.ra_deg for row in candidates]),
+        np.array([row.dec_deg for row in candidates]),
     )
-    # First the sources in the cone's cells, by their index alone (materialised: a
-    # planner must not start from the registry's published rows instead).
-    near = (
+    near = [
+        (row, float(distance))
+        for row, distance in zip(candidates, distances, strict=True)
+        if distance <= radius_deg
+    ]
+    products = conn.execute(
         select(
-            Source.ra_deg,
-            Source.dec_deg,
-            Source.flux_jy,
-            Source.flux_err_jy,
-            Source.peak_jy,
-            Source.peak_err_jy,
-            Source.catalogue_id,
-        )
-        .where(in_cone)
-        .cte("near")
-        .prefix_with("MATERIALIZED")
-    )
-    rows = conn.execute(
-        select(
-            *(column for column in near.c if column.name != "catalogue_id"),
-            RegistryEntry.id.label("product_id"),
+            SourceCatalogue.id,
+            RegistryEntry.id,
             SourceCatalogue.group_id,
             SourceCatalogue.generation,
             RegistryEntry.published_path,
         )
-        .join(SourceCatalogue, SourceCatalogue.id == near.c.catalogue_id)
         .join(
             RegistryEntry,
             (RegistryEntry.kind == "mosaic")
             & (RegistryEntry.group_id == SourceCatalogue.group_id)
             & (RegistryEntry.generation == SourceCatalogue.generation),
         )
-        .where(RegistryEntry.status == "published")
-    ).mappings()
-    found = [dict(row) for row in rows]
-    if not found:
-        return []
-    distances = angular_separation_deg(
-        ra_deg,
-        dec_deg,
-        np.array([s["ra_deg"] for s in found]),
-        np.array([s["dec_deg"] for s in found]),
-    )
-    near = [
-        {**source, "distance_deg": float(distance)}
-        for source, distance in zip(found, distances, strict=True)
-        if distance <= radius_deg
+        .where(
+            SourceCatalogue.id.in_(sorted({row.catalogue_id for row, _ in near})),
+            RegistryEntry.status == "published",
+        )
+    ).all()
+    mosaic_of = {
+        catalogue: {"product_id": product, "group_id": group, "generation": generation,
+                    "published_path": path}
+        for catalogue, product, group, generation, path in products
+    }  # fmt: skip
+    found = [
+        {**row._asdict(), "distance_deg": distance, **mosaic_of[row.catalogue_id]}
+        for row, distance in near
+        if row.catalogue_id in mosaic_of
     ]
-    return sorted(near, key=lambda s: (s["distance_deg"], s["product_id"]))
+    return sorted(found, key=lambda s: (s["distance_deg"], s["product_id"]))
 
 
 def cone_sql(ra_deg: float, dec_deg: float, radius_deg: float) -> tuple[str, str]:
@@ -187,9 +197,7 @@ def cone_sql(ra_deg: float, dec_deg: float, radius_deg: float) -> tuple[str, str
         f"WHERE f.cell = {cell} AND (f.mask >> {bit}) & 1 = 1 AND r.status = 'published'\n"
         "ORDER BY r.published_at, r.id;"
     )
-    ranges = "\n    OR ".join(
-        f"s.cell >= {lo} AND s.cell < {hi}" for lo, hi in source_ranges(ra_deg, dec_deg, radius_deg)
-    )
+    ranges = _in_ranges("s.cell", source_ranges(ra_deg, dec_deg, radius_deg))
     distance = (
         "degrees(2 * asin(sqrt("
         f"power(sin(radians(s.dec_deg - {dec_deg!r}) / 2), 2) + cos(radians({dec_deg!r}))"
@@ -213,6 +221,11 @@ def cone_sql(ra_deg: float, dec_deg: float, radius_deg: float) -> tuple[str, str
         "ORDER BY near.distance_deg, product_id;"
     )
     return mosaics, sources
+
+
+def _in_ranges(column: str, ranges: list[tuple[int, int]]) -> str:
+    """SQL: ``column`` is in one of the half-open integer ``ranges``."""
+    return "\n    OR ".join(f"{column} >= {lo:d} AND {column} < {hi:d}" for lo, hi in ranges)
 
 
 def products_without_footprint(conn: Connection) -> list[dict[str, Any]]:

@@ -243,3 +243,31 @@ def test_rebuild_fills_what_was_published_before_footprints(engine, settings, wo
     assert cone_search(engine, ra, dec, 0.4) == before
     assert read_coverage(path).contains_lonlat([ra] * u.deg, [dec] * u.deg).all()
     assert rebuild_coverage(engine, settings)["footprints_added"] == 0
+
+
+def _add_discs(path: str, centres: list[tuple[float, float]]) -> None:
+    """One publisher: each disc unioned into the coverage map on its own."""
+    from reconciler.io.coverage import add_to_coverage
+    from reconciler.skycells import cells_near
+
+    for ra, dec in centres:
+        add_to_coverage(Path(path), cells_near(ra, dec, 0.5, FOOTPRINT_ORDER))
+
+
+def test_publishers_at_once_lose_no_footprint(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "products" / "coverage.moc.fits"
+    centres = [[(10.0 + 3 * i + 30 * p, 20.0) for i in range(5)] for p in range(4)]
+    context = multiprocessing.get_context("spawn")
+    publishers = [context.Process(target=_add_discs, args=(str(path), c)) for c in centres]
+    for publisher in publishers:
+        publisher.start()
+    for publisher in publishers:
+        publisher.join(120)
+        assert publisher.exitcode == 0
+
+    coverage = read_coverage(path)
+    ras = [ra for chunk in centres for ra, _ in chunk]
+    assert coverage.contains_lonlat(ras * u.deg, [20.0] * len(ras) * u.deg).all()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".lock"]
