@@ -19,7 +19,7 @@ from reconciler.db import cone
 from reconciler.db.engine import reading, writing
 from reconciler.errors import RequestError
 from reconciler.io.coverage import draw_coverage, read_coverage, write_coverage
-from reconciler.io.footprint import footprint_of
+from reconciler.io.footprint import FootprintError, footprint_of
 from reconciler.naming import coverage_path
 from reconciler.skycells import FOOTPRINT_ORDER, healpix
 
@@ -75,7 +75,7 @@ def rebuild_coverage(engine: Engine, settings: Settings) -> dict[str, Any]:
     for product in lacking:
         try:
             cells = footprint_of(Path(product["published_path"]))
-        except OSError as exc:
+        except (OSError, FootprintError) as exc:
             missing.append({**product, "error": str(exc)})
             continue
         with writing(engine) as conn:

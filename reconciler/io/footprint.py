@@ -17,16 +17,28 @@ from reconciler.skycells import FOOTPRINT_ORDER, cell_centres, cells_near, healp
 _EDGE_SAMPLES = 64
 
 
+class FootprintError(ValueError):
+    """The file is not a FITS image (its bytes are not FITS)."""
+
+
 def footprint_of(path: Path) -> np.ndarray:
     """The cells of ``FOOTPRINT_ORDER`` (sorted int64) whose centres fall on a finite pixel
     of the FITS image at ``path``; empty when it has no celestial WCS.
 
     Raises
     ------
+    FootprintError
+        When the file is not FITS.
     OSError
         When the file cannot be read.
     """
-    with fits.open(path, memmap=True) as hdus:
+    try:
+        hdus = fits.open(path, memmap=True)
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's error, not the bytes'
+            raise
+        raise FootprintError(f"{path} is not a FITS image: {exc}") from exc
+    with hdus:
         header = hdus[0].header
         data = hdus[0].data
         with warnings.catch_warnings():

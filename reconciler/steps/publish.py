@@ -1,13 +1,14 @@
 """Publish: copy a staged mosaic into the products root, never overwriting, then register it.
 
 Order, each step recoverable: (0) write the provenance into the headers of the staged FITS
-files (the same record gives the same bytes, so a retry changes nothing); (1) copy every
-staged file to a temporary name in the products directory and flush it; (2) link it to its
-final name, which fails rather than overwrite, and union the mosaic's sky footprint into the
-products' coverage map (a union: a retry adds nothing); (3) mark the registry row published
-and record its provenance and footprint, in one transaction. A crash after (2) leaves a
-final file whose checksum matches the staged one: the next attempt recognises it and goes
-on to (3). A name taken by a different product gets the next version suffix.
+files (the same record gives the same bytes, so a retry changes nothing) and read the
+mosaic's sky footprint (none for a file that is not a FITS image); (1) copy every staged
+file to a temporary name in the products directory and flush it; (2) link it to its final
+name, which fails rather than overwrite, and union the footprint into the products'
+coverage map (a union: a retry adds nothing); (3) mark the registry row published and
+record its provenance and footprint, in one transaction. A crash after (2) leaves a final
+file whose checksum matches the staged one: the next attempt recognises it and goes on to
+(3). A name taken by a different product gets the next version suffix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, and_, select
 
 from reconciler.config import Settings, as_dict
@@ -31,7 +33,7 @@ from reconciler.errors import PermanentError, TemporaryError
 from reconciler.io.checksum import sha256, sha256_as_recorded
 from reconciler.io.confine import confine
 from reconciler.io.coverage import add_to_coverage
-from reconciler.io.footprint import footprint_of
+from reconciler.io.footprint import FootprintError, footprint_of
 from reconciler.io.provenance_header import write_provenance
 from reconciler.io.versions import project_version, tool_versions
 from reconciler.model import ActionKind, ClaimedAction
@@ -158,6 +160,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             for fits_file in [staged, *companion_paths(staged)]:
                 if fits_file.name.endswith(".fits") and fits_file.is_file():
                     write_provenance(fits_file, made_by, payload["attempt_id"])
+        try:
+            footprint = footprint_of(staged)
+        except FootprintError:
+            # Not an image of the sky: nothing for cone searches or the coverage map.
+            footprint = np.empty(0, dtype=np.int64)
         products.mkdir(parents=True, exist_ok=True)
         # The mosaic and its companions are one product: a name is free only when every
         # file of it is free or already holds these very bytes.
@@ -189,7 +196,6 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             for target in placed:
                 target.unlink(missing_ok=True)
             raise
-        footprint = footprint_of(final)
         add_to_coverage(Path(payload["coverage_path"]), footprint)
     except OSError as exc:
         # The operator can fix these (permissions, a full disk): retry with backoff, and say
