@@ -199,9 +199,10 @@ def cone_sql(ra_deg: float, dec_deg: float, radius_deg: float) -> tuple[str, str
     )
     ranges = _in_ranges("s.cell", source_ranges(ra_deg, dec_deg, radius_deg))
     distance = (
-        "degrees(2 * asin(sqrt("
-        f"power(sin(radians(s.dec_deg - {dec_deg!r}) / 2), 2) + cos(radians({dec_deg!r}))"
-        f" * cos(radians(s.dec_deg)) * power(sin(radians(s.ra_deg - {ra_deg!r}) / 2), 2))))"
+        "degrees(2 * asin(sqrt(\n"
+        f"           power(sin(radians(s.dec_deg - {dec_deg!r}) / 2), 2)\n"
+        f"           + cos(radians({dec_deg!r})) * cos(radians(s.dec_deg))\n"
+        f"           * power(sin(radians(s.ra_deg - {ra_deg!r}) / 2), 2))))"
     )
     sources = (
         "WITH near AS MATERIALIZED (\n"
