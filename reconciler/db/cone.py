@@ -44,7 +44,7 @@ from reconciler.skycells import (
     source_ranges,
 )
 
-#: Rows written per statement when cells are filled in.
+#: Rows per statement when footprints or source cells are written.
 _BATCH = 5000
 
 
