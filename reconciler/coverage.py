@@ -21,9 +21,7 @@ from reconciler.errors import RequestError
 from reconciler.io.coverage import draw_coverage, read_coverage, write_coverage
 from reconciler.io.footprint import FootprintError, footprint_of
 from reconciler.naming import coverage_path
-from reconciler.skycells import FOOTPRINT_ORDER, healpix
-
-_SKY_SQ_DEG = 41252.96
+from reconciler.skycells import FOOTPRINT_ORDER, SKY_SQ_DEG, healpix
 
 
 def cone_search(engine: Engine, ra_deg: float, dec_deg: float, radius_deg: float) -> dict:
@@ -58,7 +56,7 @@ def coverage_report(engine: Engine, settings: Settings) -> dict[str, Any]:
     return {
         "coverage_path": str(path),
         "coverage_exists": path.is_file(),
-        "area_sq_deg": read_coverage(path).sky_fraction * _SKY_SQ_DEG,
+        "area_sq_deg": read_coverage(path).sky_fraction * SKY_SQ_DEG,
         "resolution_arcmin": healpix(FOOTPRINT_ORDER).pixel_resolution.to_value("arcmin"),
         **counts,
     }

@@ -27,7 +27,8 @@ ROW_ORDER = FOOTPRINT_ORDER - 3
 SOURCE_ORDER = 16
 #: Cells a cone is covered with, at most, before they become ranges of source cells.
 _CONE_CELLS = 64
-_SKY_SQ_DEG = 4 * math.pi * (180 / math.pi) ** 2
+#: The whole sky, in square degrees.
+SKY_SQ_DEG = 4 * math.pi * (180 / math.pi) ** 2
 
 
 def healpix(order: int) -> HEALPix:
@@ -84,7 +85,7 @@ def footprint_key(ra_deg: float, dec_deg: float) -> tuple[int, int]:
 
 def area_sq_deg(n_cells: int, order: int = FOOTPRINT_ORDER) -> float:
     """The sky area of ``n_cells`` cells of ``order``, in square degrees."""
-    return n_cells * _SKY_SQ_DEG / (12 * 4**order)
+    return n_cells * SKY_SQ_DEG / (12 * 4**order)
 
 
 def source_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from mocpy import MOC
 
-from reconciler.skycells import FOOTPRINT_ORDER
+from reconciler.skycells import FOOTPRINT_ORDER, SKY_SQ_DEG
 
 
 def read_coverage(path: Path) -> MOC:
@@ -62,7 +62,7 @@ def draw_coverage(coverage: MOC, png: Path) -> None:
     FigureCanvasAgg(figure)
     with MocWCS(
         figure,
-        fov=320 * u.deg,
+        fov=180 * u.deg,
         center=SkyCoord(180, 0, unit="deg", frame="icrs"),
         coordsys="icrs",
         rotation=Angle(0, u.degree),
@@ -71,7 +71,7 @@ def draw_coverage(coverage: MOC, png: Path) -> None:
         axes = figure.add_subplot(1, 1, 1, projection=wcs)
         coverage.fill(ax=axes, wcs=wcs, alpha=0.6, fill=True, color="tab:blue")
         coverage.border(ax=axes, wcs=wcs, color="black", linewidth=0.5)
-    axes.set_title(f"published coverage: {coverage.sky_fraction * 41252.96:.1f} deg²")
+    axes.set_title(f"published coverage: {coverage.sky_fraction * SKY_SQ_DEG:.1f} deg²")
     axes.grid(color="grey", linestyle="dotted")
     tmp = png.with_name(f".{png.name}.{uuid.uuid4().hex}.tmp")
     try:
