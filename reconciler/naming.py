@@ -123,6 +123,11 @@ def quality_figure_of(mosaic: Path) -> Path:
     return mosaic.with_name(mosaic.name.removesuffix(".fits") + _QA_FIGURE)
 
 
+def coverage_path(products: Path) -> Path:
+    """The coverage map (IVOA MOC, FITS) of everything published under ``products``."""
+    return products / "coverage.moc.fits"
+
+
 def catalogue_paths(mosaic: Path) -> tuple[Path, Path]:
     """The source catalogue and the background rms map of a mosaic, beside it."""
     stem = mosaic.name.removesuffix(".fits")

@@ -198,3 +198,45 @@ def stage_fits_mosaic(payload: dict[str, Any]) -> dict[str, Any]:
             fits.PrimaryHDU(data=data, header=header).writeto(tmp)
             os.replace(tmp, path)
     return {"path": str(stage)}
+
+
+def sky_mosaic_centre(group_id: int) -> tuple[float, float]:
+    """Where :func:`stage_sky_mosaic` centres the mosaic of group ``group_id``: RA, Dec
+    (degrees)."""
+    return 100.0 + 3.0 * (group_id - 1), 55.0
+
+
+#: The radius (degrees) of the non-blank disc of a :func:`stage_sky_mosaic` mosaic, in an
+#: image 2° square: its corners are blank.
+SKY_MOSAIC_RADIUS_DEG = 0.7
+
+
+def stage_sky_mosaic(payload: dict[str, Any]) -> dict[str, Any]:
+    """A mosaic step for tests of footprints: a real FITS mosaic 2° square (1′ pixels, SIN,
+    centred by :func:`sky_mosaic_centre`) that is blank (NaN) outside a disc of
+    ``SKY_MOSAIC_RADIUS_DEG``, as a primary-beam cutoff blanks it, and its weight map."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    _, group = parse_target(payload["target"])
+    ra, dec = sky_mosaic_centre(int(group))
+    name = payload["target"].replace(":", "_") + f"_g{payload['generation']}"
+    stage = Path(payload["work"]) / "staging" / name / "mosaic.fits"
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [61, 61]
+    wcs.wcs.cdelt = [-1 / 60, 1 / 60]
+    rows, cols = np.mgrid[0:120, 0:120]
+    inside = np.hypot(rows - 60, cols - 60) <= SKY_MOSAIC_RADIUS_DEG * 60
+    for path, value in ((stage.with_name("mosaic.weight.fits"), 1.0), (stage, 0.5)):
+        if not path.exists():
+            data = np.where(inside, value, np.nan).astype(np.float32)
+            header = wcs.to_header()
+            header["BUNIT"] = "Jy/beam"
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            fits.PrimaryHDU(data=data, header=header).writeto(tmp)
+            os.replace(tmp, path)
+    return {"path": str(stage)}

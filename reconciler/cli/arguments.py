@@ -26,6 +26,10 @@ EXAMPLES = {
     "publish": 'reconciler publish --accept 3 --reason "rms high from RFI; science use OK"',
     "lightcurve": "reconciler lightcurve 133.2 55.9 --radius 30\n"
     "  reconciler lightcurve 133.2 55.9 --png faint-1.png",
+    "cone": "reconciler cone 128.729 55.573 0.5 --json\n"
+    "  reconciler cone 128.729 55.573 0.5 --sql     # the same search as plain SQL",
+    "coverage": "reconciler coverage --png coverage.png\n"
+    "  reconciler coverage --rebuild     # footprints of mosaics published before they were kept",
     "retry": "reconciler retry 3",
     "pause": "reconciler pause 3",
     "resume": "reconciler resume 3",
@@ -123,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     shown = lightcurve.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print JSON")
     shown.add_argument("--png", type=Path, metavar="FILE", help="plot it into FILE (PNG)")
+    cone = add(
+        "cone",
+        "published mosaics whose footprint contains a position, and catalogue sources near it",
+    )
+    cone.add_argument("ra", type=float, metavar="RA", help="right ascension, deg (ICRS)")
+    cone.add_argument("dec", type=float, metavar="DEC", help="declination, deg (ICRS)")
+    cone.add_argument("radius", type=float, metavar="RADIUS_DEG", help="for sources, deg")
+    cone.add_argument("--json", action="store_true", help="print JSON")
+    cone.add_argument("--sql", action="store_true", help="print the search as plain SQL")
+    coverage = add("coverage", "the sky covered by everything published (an IVOA MOC file)")
+    coverage.add_argument("--png", metavar="FILE", help="also draw the coverage map into FILE")
+    coverage.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="first record missing footprints and source cells, and rewrite the MOC file",
+    )
+    coverage.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (
         ("retry", "fresh attempts for a failed group's actions; wake a parked group"),
         ("pause", "stop starting work for a group (queued work is cancelled)"),

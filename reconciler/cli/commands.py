@@ -18,8 +18,17 @@ from sqlalchemy import Engine
 from reconciler.api import drive_until_settled
 from reconciler.catalogue import Calibrator, load_calibrators
 from reconciler.config import Settings, as_dict, redact_url
+from reconciler.coverage import (
+    cone_search,
+    cone_text,
+    coverage_report,
+    coverage_text,
+    draw_coverage_map,
+    rebuild_coverage,
+)
 from reconciler.daemon import serve
 from reconciler.db import calibrators
+from reconciler.db.cone import cone_sql
 from reconciler.db.engine import engine_for, reading, writing
 from reconciler.db.lightcurves import light_curves
 from reconciler.db.migrate import current_revision, head_revision, require_head, upgrade
@@ -303,6 +312,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     require_head(engine)
     print(commands.accept(engine, args.accept, reason=args.reason, actor=_actor()))
+    return 0
 
 
 def cmd_lightcurve(args: argparse.Namespace, settings: Settings) -> int:
@@ -317,6 +327,30 @@ def cmd_lightcurve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"light curve of {len(curves)} sky source(s) written to {args.png}")
         return 0
     _print(curves, args.json, lambda: light_curve_report(curves))
+    return 0
+
+
+def cmd_cone(args: argparse.Namespace, settings: Settings) -> int:
+    if args.sql:
+        print("\n\n".join(cone_sql(args.ra % 360.0, args.dec, args.radius)))
+        return 0
+    engine = _engine(settings)
+    require_head(engine)
+    found = cone_search(engine, args.ra, args.dec, args.radius)
+    _print(found, args.json, lambda: cone_text(found))
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    rebuilt = rebuild_coverage(engine, settings) if args.rebuild else None
+    report = coverage_report(engine, settings)
+    if args.png:
+        draw_coverage_map(settings, Path(args.png))
+    if rebuilt is not None:
+        report = {**report, "rebuilt": rebuilt}
+    _print(report, args.json, lambda: coverage_text(report))
     return 0
 
 
@@ -424,6 +458,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "qa": cmd_qa,
     "publish": cmd_publish,
     "lightcurve": cmd_lightcurve,
+    "cone": cmd_cone,
+    "coverage": cmd_coverage,
     "retry": _group_command,
     "pause": _group_command,
     "resume": _group_command,

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from reconciler.db.cone import source_cells
 from reconciler.db.engine import dialect_insert
 from reconciler.db.models import (
     CalibratedMS,
@@ -209,9 +210,9 @@ def record_catalogue(
     median_rms_jy: float | None,
     components: list[dict[str, float]],
 ) -> tuple[int, list[int]]:
-    """Record the source catalogue of a group generation's mosaic and its components,
-    replacing what an earlier attempt recorded; returns the catalogue's id and the
-    components' ``sources`` ids, in the order given."""
+    """Record the source catalogue of a group generation's mosaic and its components (each
+    with its sky cell, for cone searches), replacing what an earlier attempt recorded;
+    returns the catalogue's id and the components' ``sources`` ids, in the order given."""
     conn.execute(
         delete(SourceCatalogue).where(
             SourceCatalogue.group_id == group_id, SourceCatalogue.generation == generation
@@ -235,7 +236,10 @@ def record_catalogue(
         return catalogue_id, []
     source_ids = conn.execute(
         insert(Source).returning(Source.id, sort_by_parameter_order=True),
-        [{"catalogue_id": catalogue_id, **values} for values in components],
+        [
+            {"catalogue_id": catalogue_id, **values, "cell": cell}
+            for values, cell in zip(components, source_cells(components), strict=True)
+        ],
     ).scalars()
     return catalogue_id, list(source_ids)
 

@@ -453,6 +453,9 @@ class Source(Base):
     deconvolved_major_arcsec: Mapped[float] = mapped_column(Float)
     deconvolved_minor_arcsec: Mapped[float] = mapped_column(Float)
     local_rms_jy: Mapped[float] = mapped_column(Float)
+    #: HEALPix cell of the position (nested, order ``skycells.SOURCE_ORDER``); None for a
+    #: row recorded before cells were kept, until ``reconciler coverage --rebuild``.
+    cell: Mapped[int | None] = mapped_column(BigInteger, index=True)
 
 
 class QualityReport(Base):
@@ -582,3 +585,35 @@ class ProvenanceInput(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     calibrator: Mapped[str | None] = mapped_column(String(64))
     transit_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Footprint(Base):
+    """The sky footprint of a published mosaic: the HEALPix cells whose centres fall on
+    its non-blank pixels (:mod:`reconciler.skycells`), kept as :class:`FootprintCell`
+    rows. Recorded in the transaction that publishes the mosaic."""
+
+    __tablename__ = "footprints"
+
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("data_registry.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: Cells of ``skycells.FOOTPRINT_ORDER`` in the footprint (0: nothing on the sky).
+    n_cells: Mapped[int] = mapped_column(Integer)
+    area_sq_deg: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class FootprintCell(Base):
+    """One row of a footprint: a parent cell (order ``skycells.ROW_ORDER``) and the mask of
+    its 64 children (order ``skycells.FOOTPRINT_ORDER``) in the footprint, bit ``i`` for
+    child ``cell * 64 + i``. The primary key leads with the cell: a position's mosaics
+    are one index look-up."""
+
+    __tablename__ = "footprint_cells"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    cell: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("footprints.registry_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    mask: Mapped[int] = mapped_column(BigInteger)

@@ -2,12 +2,14 @@
 
 Order, each step recoverable: (0) write the provenance into the headers of the staged FITS
 files, and the quality assessment into the mosaic's (the same record gives the same
-bytes, so a retry changes nothing); (1) copy every
-staged file to a temporary name in the products directory and flush it; (2) link it to its
-final name, which fails rather than overwrite; (3) mark the registry row published and
-record its provenance, in one transaction. A crash after (2) leaves a final file whose
-checksum matches the staged one: the next attempt recognises it and goes on to (3). A name
-taken by a different product gets the next version suffix.
+bytes, so a retry changes nothing), and read the mosaic's sky footprint (none for a file
+that is not a FITS image); (1) copy every staged file to a temporary name in the products
+directory and flush it; (2) link it to its final name, which fails rather than overwrite,
+and union the footprint into the products' coverage map (a union: a retry adds nothing);
+(3) mark the registry row published and record its provenance and footprint, in one
+transaction. A crash after (2) leaves a final file whose checksum matches the staged one:
+the next attempt recognises it and goes on to (3). A name taken by a different product
+gets the next version suffix.
 """
 
 from __future__ import annotations
@@ -21,19 +23,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, and_, select
 
 from reconciler.config import Settings, as_dict
-from reconciler.db import artifacts, provenance
+from reconciler.db import artifacts, cone, provenance
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.io.checksum import sha256, sha256_as_recorded
 from reconciler.io.confine import confine
+from reconciler.io.coverage import add_to_coverage
+from reconciler.io.footprint import FootprintError, footprint_of
 from reconciler.io.provenance_header import write_provenance
 from reconciler.io.versions import project_version, tool_versions
 from reconciler.model import ActionKind, ClaimedAction
-from reconciler.naming import attempt_path, companion_paths, parse_target, window_label
+from reconciler.naming import (
+    attempt_path,
+    companion_paths,
+    coverage_path,
+    parse_target,
+    window_label,
+)
 
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -92,6 +103,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "stem": stem,
         "taken": sorted(taken),
         "provenance": provenance_of(conn, group_id, settings),
+        "coverage_path": str(coverage_path(products)),
     }
 
 
@@ -157,6 +169,11 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
                 if fits_file.name.endswith(".fits") and fits_file.is_file():
                     quality = payload.get("quality") if fits_file == staged else None
                     write_provenance(fits_file, made_by, payload["attempt_id"], quality)
+        try:
+            footprint = footprint_of(staged)
+        except FootprintError:
+            # Not an image of the sky: nothing for cone searches or the coverage map.
+            footprint = np.empty(0, dtype=np.int64)
         products.mkdir(parents=True, exist_ok=True)
         # The mosaic and its companions are one product: a name is free only when every
         # file of it is free or already holds these very bytes.
@@ -188,6 +205,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             for target in placed:
                 target.unlink(missing_ok=True)
             raise
+        add_to_coverage(Path(payload["coverage_path"]), footprint)
     except OSError as exc:
         # The operator can fix these (permissions, a full disk): retry with backoff, and say
         # plainly what is wrong so `status` shows it.
@@ -204,6 +222,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         "checksum": files[staged],
         "companions": companions,
         "size_bytes": sum(target.stat().st_size for target in targets.values()),
+        "footprint": footprint.tolist(),
     }
     return published if made_by is None else {**published, "provenance": made_by}
 
@@ -237,7 +256,8 @@ def record(
     conn: Connection, claimed: ClaimedAction, payload: dict[str, Any], result: dict[str, Any]
 ) -> None:
     """Mark the registry row published, with the checksum of what was published, and
-    record its provenance (keeping the raw files' checksums hashed now on their rows)."""
+    record its sky footprint and its provenance (keeping the raw files' checksums hashed
+    now on their rows)."""
     artifacts.mark_published(
         conn,
         payload["group_id"],
@@ -248,6 +268,7 @@ def record(
         size_bytes=result.get("size_bytes"),
         at=datetime.now(UTC),
     )
+    cone.record_footprint(conn, payload["group_id"], payload["generation"], result["footprint"])
     made_by = result.get("provenance")
     if made_by is not None:
         raw = [item for item in made_by["inputs"] if item["kind"] == "raw_file"]

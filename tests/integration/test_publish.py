@@ -31,6 +31,7 @@ def payload(staged: Path, products: Path) -> dict:
         "generation": 1,
         "taken": [],
         "attempt_id": uuid.uuid4().hex,
+        "coverage_path": str(products.parent / "coverage.moc.fits"),
     }
 
 
@@ -51,6 +52,7 @@ def test_publishing_copies_with_checksum_and_is_idempotent(tmp_path):
             "checksum": sha256(staged),
             "companions": {str(png): sha256(png)},
             "size_bytes": final.stat().st_size + png.stat().st_size,
+            "footprint": [],
         }
     )
     assert final.read_bytes() == staged.read_bytes()
