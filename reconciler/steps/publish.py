@@ -27,6 +27,7 @@ from reconciler.db import artifacts, provenance
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import fingerprints, product_fingerprint
 from reconciler.io.checksum import sha256, sha256_as_recorded
 from reconciler.io.confine import confine
 from reconciler.io.provenance_header import write_provenance
@@ -84,6 +85,9 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "stem": stem,
         "taken": sorted(taken),
         "provenance": provenance_of(conn, group_id, settings),
+        "fingerprint": product_fingerprint(
+            fingerprints(settings), artifacts.tile_fingerprints(conn, group_id)
+        ),
     }
 
 
@@ -237,6 +241,7 @@ def record(
         checksum=result["checksum"],
         companions=json.dumps(result.get("companions", {}), sort_keys=True),
         size_bytes=result.get("size_bytes"),
+        fingerprint=payload["fingerprint"],
         at=datetime.now(UTC),
     )
     made_by = result.get("provenance")
