@@ -228,7 +228,8 @@ def observe_in(
         settings,
         products,
         transits or transit_finder(settings.site),
-        _Reprocessing(current, frozenset(reprocessing)),
+        current=current,
+        reprocessing=reprocessing,
     )
     targets += [observation_target(c.solve_target) for c in calibration.values() if c.solve_target]
     actions = _actions(conn, targets)
@@ -497,15 +498,6 @@ def _catalogued(
     }
 
 
-@dataclass(frozen=True)
-class _Reprocessing:
-    """The current settings' fingerprints, and the groups that want their products made
-    under them."""
-
-    current: Fingerprints
-    group_ids: frozenset[int]
-
-
 def _calibration(
     conn: Connection,
     groups: list[Row[Any]],
@@ -513,15 +505,17 @@ def _calibration(
     settings: Settings,
     registry: _Confined,
     transits: TransitFinder,
-    reprocessing: _Reprocessing,
+    *,
+    current: Fingerprints,
+    reprocessing: set[int],
 ) -> dict[int, CalibrationState]:
     """For each group with members: solved (a solution serves every member still to be
-    calibrated), or the observation to solve on, or why there is none. A reprocessing group
-    takes only solutions, and calibrator MSs, made under the current settings.
+    calibrated), or the observation to solve on, or why there is none. A group a
+    reprocessing asked for (``reprocessing``) takes only solutions, and calibrator MSs,
+    made under the ``current`` settings.
 
     The rules are :mod:`reconciler.eligibility`'s, the same the solve and apply steps use.
     """
-    current = reprocessing.current
     tolerance = settings.calibration.dec_strip_tolerance_deg
     validity = timedelta(hours=settings.calibration.validity_hours)
     with_members = [g for g in groups if members.get(g.id)]
@@ -538,7 +532,7 @@ def _calibration(
     calibrators = all_calibrators(conn, active_only=True)
     states = {}
     for g in with_members:
-        reprocessed = g.id in reprocessing.group_ids
+        reprocessed = g.id in reprocessing
         serving = made_now if reprocessed else solutions
         group_members = [m.state for m in members[g.id]]
         unserved = [

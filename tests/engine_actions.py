@@ -103,8 +103,7 @@ def perform(payload: dict[str, Any]) -> dict[str, Any]:
             os._exit(3)
         raise TemporaryError(f"{payload['label']} hit a passing problem")
     work = Path(payload["work"])
-    made_under = f"_{payload['fingerprint']}" if payload["fingerprint"] else ""
-    name = payload["target"].replace(":", "_") + f"_g{payload['generation']}{made_under}.txt"
+    name = payload["target"].replace(":", "_") + f"_g{payload['generation']}.txt"
     product = work / "products" / payload["kind"] / name
     product.parent.mkdir(parents=True, exist_ok=True)
     if not product.exists():

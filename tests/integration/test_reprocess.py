@@ -27,12 +27,14 @@ from reconciler.db.models import (
     RegistryEntry,
     Reprocessing,
 )
+from reconciler.db.provenance import product_provenance
 from reconciler.desired.explicit import request_window
 from reconciler.desired.reprocess import reprocess
 from reconciler.engine.registry import load_registry
 from reconciler.errors import RequestError
 from reconciler.fingerprint import fingerprints
 from reconciler.service import Reconciler
+from reconciler.status import provenance_report
 from tests import engine_actions
 from tests.conftest import write_config
 from tests.world import DEC, OBSERVATION, T0, add_observations, add_solution
@@ -139,6 +141,10 @@ def test_an_imaging_change_reimages_and_publishes_a_new_version_beside_the_old(e
     assert images == [fingerprints(changed).image] * 3
     assert sorted(still) == sorted(converted), "the MSs are reused"
     assert hashes[old.id] != hashes[new.id], "provenance tells the versions apart"
+    with reading(engine) as conn:
+        shown = product_provenance(conn, group_id=group)
+    assert [(p["generation"], p["superseded_by"]) for p in shown] == [(2, None), (1, new.id)]
+    assert f"superseded by product {new.id}" in provenance_report(shown)
     assert (asked.reason, asked.actor, asked.groups) == ("deeper clean", "test", 1)
 
 
