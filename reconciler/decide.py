@@ -271,13 +271,16 @@ def _in_progress(
     first = min(wanted, key=lambda s: (s.key.kind.rank, s.key.target))
     phase = _PHASE_OF_KIND[first.key.kind]
     next_action = f"{first.key.kind} {first.key.target}"
-    reason = _action_reason(first, g.actions.get(first.key), now=now)
+    reprocessing = g.group.reprocessing_id is not None
+    reason = _action_reason(first, g.actions.get(first.key), now=now, reprocessing=reprocessing)
     if waiting:
         reason = f"{reason}; waiting on {'; '.join(waiting)}"
     return GroupDecision(group_id, phase, reason, next_action, tuple(wanted))
 
 
-def _action_reason(spec: ActionSpec, status: ActionStatus | None, *, now: datetime) -> str:
+def _action_reason(
+    spec: ActionSpec, status: ActionStatus | None, *, now: datetime, reprocessing: bool
+) -> str:
     label = f"{spec.key.kind} {spec.key.target}"
     if status is None:
         return f"{label} to be queued"
@@ -291,6 +294,8 @@ def _action_reason(spec: ActionSpec, status: ActionStatus | None, *, now: dateti
             )
         return f"{label} queued"
     if status.state is ActionState.DONE:
+        if reprocessing:
+            return f"{label} to run again: its product is missing or made under other settings"
         return f"{label} to run again: its product is missing"
     if status.state is ActionState.CANCELLED:
         return f"{label} to be queued again"

@@ -148,6 +148,9 @@ class DesiredGroup:
     cancelled: bool = False
     origin: Origin = Origin.MANUAL
     calibrator: str | None = None
+    #: The reprocessing that asked for this generation: its members' products made under
+    #: other settings count as missing (observe sees to that).
+    reprocessing_id: int | None = None
 
 
 @dataclass(frozen=True)

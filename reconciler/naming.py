@@ -64,24 +64,46 @@ def checked_key(key: str) -> str:
     return key
 
 
-def measurement_set_path(work: Path, key: str) -> Path:
-    """Where the MS converted from observation ``key`` lives."""
-    return work / "ms" / key[:10] / f"{checked_key(key)}.ms"
+#: A settings fingerprint (:mod:`reconciler.fingerprint`); nothing else goes into a path.
+_FINGERPRINT = re.compile(r"^[0-9a-f]{12}$")
 
 
-def calibrated_ms_path(work: Path, key: str) -> Path:
+def _stem(key: str, fingerprint: str | None) -> str:
+    """``key``, then ``.fingerprint`` when given: products made under other settings get
+    names of their own, so a product made again never overwrites (or is mistaken for) the
+    one made before.
+
+    Raises
+    ------
+    PermanentError
+        When either is not what its maker makes.
+    """
+    if fingerprint is None:
+        return checked_key(key)
+    if _FINGERPRINT.fullmatch(fingerprint) is None:
+        raise PermanentError(f"settings fingerprint {fingerprint!r} is not 12 hex digits")
+    return f"{checked_key(key)}.{fingerprint}"
+
+
+def measurement_set_path(work: Path, key: str, fingerprint: str | None = None) -> Path:
+    """Where the MS converted from observation ``key`` (under settings ``fingerprint``) lives."""
+    return work / "ms" / key[:10] / f"{_stem(key, fingerprint)}.ms"
+
+
+def calibrated_ms_path(work: Path, key: str, fingerprint: str | None = None) -> Path:
     """Where the calibrated copy of observation ``key`` lives."""
-    return work / "calibrated" / key[:10] / f"{checked_key(key)}.cal.ms"
+    return work / "calibrated" / key[:10] / f"{_stem(key, fingerprint)}.cal.ms"
 
 
-def caltable_prefix(work: Path, key: str) -> Path:
+def caltable_prefix(work: Path, key: str, fingerprint: str | None = None) -> Path:
     """Prefix of the calibration tables solved on observation ``key``."""
-    return work / "caltables" / key[:10] / checked_key(key)
+    return work / "caltables" / key[:10] / _stem(key, fingerprint)
 
 
-def image_prefix(work: Path, key: str) -> Path:
-    """Prefix of the image products of observation ``key``."""
-    return work / "images" / key[:10] / checked_key(key)
+def image_prefix(work: Path, key: str, fingerprint: str | None = None) -> Path:
+    """Prefix of the image products of observation ``key``; without a fingerprint, the
+    prefix of every version of them."""
+    return work / "images" / key[:10] / _stem(key, fingerprint)
 
 
 def window_label(start: datetime, end: datetime) -> str:

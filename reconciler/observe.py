@@ -3,7 +3,10 @@
 One snapshot transaction, a fixed number of queries whatever the history holds: only the
 groups that are not finished are read, with their members' artifacts, their actions and
 their calibration. Artifacts are trusted only when their files are still there
-(level-triggered: check the product, not a flag).
+(level-triggered: check the product, not a flag). A group whose generation a reprocessing
+asked for trusts only the products made under the current settings
+(:mod:`reconciler.fingerprint`); every other group takes what exists, whatever the settings
+were when it was made, so a change of configuration alone redoes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import bisect
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ from reconciler.eligibility import (
     transits_to_solve_on,
 )
 from reconciler.engine.registry import ActionRegistry
+from reconciler.fingerprint import Fingerprints, fingerprints
 from reconciler.model import (
     ActionKey,
     ActionKind,
@@ -154,6 +158,22 @@ class _Confined:
 class _Member:
     id: int
     state: ObservationState
+    #: The settings fingerprints its MS, calibrated MS and tile were made under.
+    made_under: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+def _as_reprocessing_sees(member: _Member, current: Fingerprints) -> _Member:
+    """The member as a reprocessing sees it: a product made under other (or unknown)
+    settings counts as missing, except an MS its raw data can no longer make again."""
+    ms, calibrated, image = member.made_under
+    state = member.state
+    seen = replace(
+        state,
+        converted=state.converted and (ms == current.convert or not state.ready),
+        calibrated=state.calibrated and calibrated == current.calibrate,
+        imaged=state.imaged and image == current.image,
+    )
+    return replace(member, state=seen)
 
 
 def observe(
@@ -196,12 +216,23 @@ def observe_in(
     members, arriving_since = _members(
         conn, groups, products, tolerance, {r.id: r.dec_deg for r in groups}, now - grace
     )
+    current = fingerprints(settings)
+    reprocessing = {row.id for row in groups if row.reprocessing_id is not None}
+    for group_id in reprocessing & members.keys():
+        members[group_id] = [_as_reprocessing_sees(m, current) for m in members[group_id]]
     recorded = _recorded_members(conn, ids)
     targets = [group_target(i) for i in ids] + [
         observation_target(m.state.key) for ms in members.values() for m in ms
     ]
     calibration = _calibration(
-        conn, groups, members, settings, products, transits or transit_finder(settings.site)
+        conn,
+        groups,
+        members,
+        settings,
+        products,
+        transits or transit_finder(settings.site),
+        current=current,
+        reprocessing=reprocessing,
     )
     targets += [observation_target(c.solve_target) for c in calibration.values() if c.solve_target]
     actions = _actions(conn, targets)
@@ -255,6 +286,7 @@ def _desired(row: Row[Any]) -> DesiredGroup:
         cancelled=row.cancelled,
         origin=Origin(row.origin),
         calibrator=row.calibrator_name,
+        reprocessing_id=row.reprocessing_id,
     )
 
 
@@ -291,6 +323,9 @@ def _members(
             MeasurementSet.path,
             CalibratedMS.path,
             Image.path,
+            MeasurementSet.fingerprint,
+            CalibratedMS.fingerprint,
+            Image.fingerprint,
         )
         .outerjoin(MeasurementSet, MeasurementSet.observation_id == Observation.id)
         .outerjoin(CalibratedMS, CalibratedMS.observation_id == Observation.id)
@@ -301,16 +336,31 @@ def _members(
     exists = registry.product_exists
     ids: list[int] = []
     states: list[ObservationState] = []
+    made_under: list[tuple[str | None, str | None, str | None]] = []
     arriving_since: datetime | None = None
     # Rows unpacked by position: attribute access per column costs more than the query.
-    for id_, key, start, end, dec_deg, ready, problem, seen, ms, calibrated, image in conn.execute(
-        stmt
-    ).all():
+    for (
+        id_,
+        key,
+        start,
+        end,
+        dec_deg,
+        ready,
+        problem,
+        seen,
+        ms,
+        calibrated,
+        image,
+        ms_made_under,
+        calibrated_made_under,
+        image_made_under,
+    ) in conn.execute(stmt).all():
         # Discovery waits its grace time for missing files after it first saw any.
         arriving = not ready and seen > seen_before
         if arriving and (arriving_since is None or seen < arriving_since):
             arriving_since = seen
         ids.append(id_)
+        made_under.append((ms_made_under, calibrated_made_under, image_made_under))
         states.append(
             ObservationState(
                 key=key,
@@ -336,7 +386,7 @@ def _members(
         if dec is None:
             dec = group_dec[group.id] = states[first].dec_deg
         inside = [
-            _Member(ids[i], states[i])
+            _Member(ids[i], states[i], made_under[i])
             for i in range(first, last)
             if abs(states[i].dec_deg - dec) <= tolerance_deg
         ]
@@ -483,9 +533,14 @@ def _calibration(
     settings: Settings,
     registry: _Confined,
     transits: TransitFinder,
+    *,
+    current: Fingerprints,
+    reprocessing: set[int],
 ) -> dict[int, CalibrationState]:
     """For each group with members: solved (a solution serves every member still to be
-    calibrated), or the observation to solve on, or why there is none.
+    calibrated), or the observation to solve on, or why there is none. A group a
+    reprocessing asked for (``reprocessing``) takes only solutions, and calibrator MSs,
+    made under the ``current`` settings.
 
     The rules are :mod:`reconciler.eligibility`'s, the same the solve and apply steps use.
     """
@@ -501,16 +556,19 @@ def _calibration(
         for s in solutions_valid_during(conn, earliest, latest)
         if registry.product_exists(ActionKind.SOLVE, s.tables)
     ]
+    made_now = [s for s in solutions if s.fingerprint == current.calibrate]
     calibrators = all_calibrators(conn, active_only=True)
     states = {}
     for g in with_members:
+        reprocessed = g.id in reprocessing
+        serving = made_now if reprocessed else solutions
         group_members = [m.state for m in members[g.id]]
         unserved = [
             m
             for m in group_members
             if not m.calibrated
             and serving_solution(
-                solutions, dec_deg=m.dec_deg, start=m.start, end=m.end, tolerance_deg=tolerance
+                serving, dec_deg=m.dec_deg, start=m.start, end=m.end, tolerance_deg=tolerance
             )
             is None
         ]
@@ -530,9 +588,11 @@ def _calibration(
         if isinstance(found, str):
             states[g.id] = CalibrationState(problem=found)
         else:
+            converted = registry.product_exists(ActionKind.CONVERT, found.ms)
+            if reprocessed:
+                converted = converted and found.ms_fingerprint == current.convert
             states[g.id] = CalibrationState(
-                solve_target=found.key,
-                solve_target_converted=registry.product_exists(ActionKind.CONVERT, found.ms),
+                solve_target=found.key, solve_target_converted=converted
             )
     return states
 
@@ -547,6 +607,7 @@ class _Candidate:
     dec_deg: float
     ready: bool
     ms: str | None
+    ms_fingerprint: str | None
 
 
 def _holding(conn: Connection, search: TransitSearch) -> list[_Candidate]:
@@ -569,6 +630,7 @@ def _holding(conn: Connection, search: TransitSearch) -> list[_Candidate]:
             Observation.dec_deg,
             Observation.ready,
             MeasurementSet.path,
+            MeasurementSet.fingerprint,
         )
         .outerjoin(MeasurementSet, MeasurementSet.observation_id == Observation.id)
         .where(

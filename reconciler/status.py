@@ -215,21 +215,28 @@ def jsonable(value: Any) -> Any:
 
 def provenance_report(products: list[dict[str, Any]]) -> str:
     """What made each product (as :func:`reconciler.db.provenance.product_provenance` gives
-    it), as text: versions and settings hash, then its inputs."""
+    it), as text: current or superseded, versions and settings hash, then its inputs."""
     blocks = []
     for product in products:
         commit = product["git_commit"] or "not a git checkout"
         finder = f"{product['finder']} {product['finder_version']}" if product["finder"] else "none"
+        current = "current"
+        if product["superseded_by"] is not None:
+            current = (
+                f"superseded by product {product['superseded_by']} at "
+                f"{_iso(product['superseded_at'])}"
+            )
         lines = [
             f"product {product['product_id']}: group {product['group_id']} generation "
-            f"{product['generation']}, {product['status']}",
+            f"{product['generation']}, {product['status']}, {current}",
             f"  published:  {product['published_path'] or '-'}",
             f"  sha256:     {product['checksum'] or '-'}",
             f"  made by:    dsa110-reconciler {product['package_version']} ({commit})",
             f"  tools:      CASA {product['casa_version']}, pyuvdata "
             f"{product['pyuvdata_version']}, python-casacore {product['casacore_version']}, "
             f"source finder {finder}",
-            f"  settings:   sha256 {product['settings_hash']}",
+            f"  settings:   sha256 {product['settings_hash']} "
+            f"(stages: {product['fingerprint'] or 'in part other or unknown settings'})",
             f"  record:     sha256 {product['provenance_hash']} (FITS PROVHASH)",
         ]
         calibration = [i for i in product["inputs"] if i["kind"] == "calibration"]

@@ -24,9 +24,11 @@ from reconciler.db import artifacts
 from reconciler.db.models import BandpassCalibrator, CalibrationSolution, Observation
 from reconciler.engine.registry import ActionHandler, ActionRegistry
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import STAGE_OF_KIND, fingerprints, product_fingerprint
 from reconciler.io.checksum import sha256
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import parse_target
+from reconciler.steps import publish
 
 BEHAVIOUR_FILE = "behaviour.json"
 RUNS_FILE = "runs.jsonl"
@@ -46,6 +48,19 @@ def registry() -> ActionRegistry:
     )
 
 
+def fits_registry() -> ActionRegistry:
+    """The test actions, with a mosaic step that stages real FITS and the real publish."""
+    fits_mosaic = ActionHandler(
+        kind=ActionKind.MOSAIC,
+        run="tests.engine_actions:stage_fits_mosaic",
+        prepare=prepare,
+        record=record,
+        product_exists=lambda path: Path(path).exists(),
+    )
+    kept = [h for h in registry() if h.kind not in (ActionKind.MOSAIC, ActionKind.PUBLISH)]
+    return ActionRegistry([*kept, fits_mosaic, publish.HANDLER])
+
+
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
     work = settings.paths.work
     behaviours = {}
@@ -57,8 +72,15 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     )
     if behaviour.get("prepare") == "permanent":
         raise PermanentError(f"{label} cannot be prepared")
+    fingerprint = None
+    if claimed.key.kind in STAGE_OF_KIND:
+        fingerprint = fingerprints(settings).of(claimed.key.kind)
+    elif claimed.key.kind is ActionKind.PUBLISH:
+        tiles = artifacts.tile_fingerprints(conn, int(parse_target(claimed.key.target)[1]))
+        fingerprint = product_fingerprint(fingerprints(settings), tiles)
     return {
         "label": label,
+        "fingerprint": fingerprint,
         "kind": str(claimed.key.kind),
         "target": claimed.key.target,
         "generation": claimed.key.generation,
@@ -108,6 +130,7 @@ def record(
     kind = claimed.key.kind
     _, name = parse_target(claimed.key.target)
     path = result["path"]
+    fingerprint = payload["fingerprint"]
     now = datetime.now(UTC)
     if kind in (ActionKind.MOSAIC, ActionKind.CATALOGUE, ActionKind.ASSESS, ActionKind.PUBLISH):
         group_id, generation = int(name), claimed.key.generation
@@ -127,7 +150,13 @@ def record(
             )  # fmt: skip
         else:
             artifacts.mark_published(
-                conn, group_id, generation, published_path=path, checksum=sha256(Path(path)), at=now
+                conn,
+                group_id,
+                generation,
+                published_path=path,
+                checksum=sha256(Path(path)),
+                fingerprint=fingerprint,
+                at=now,
             )
         return
     obs = conn.execute(select(Observation).where(Observation.key == name)).one()
@@ -143,6 +172,7 @@ def record(
             dec_deg=obs.dec_deg,
             n_rows=1,
             n_channels=1,
+            fingerprint=fingerprint,
         )
     elif kind is ActionKind.SOLVE:
         calibrator_id = conn.execute(select(BandpassCalibrator.id).limit(1)).scalar_one()
@@ -157,12 +187,15 @@ def record(
             tables=path,
             snr=100.0,
             flagged_fraction=0.0,
+            fingerprint=fingerprint,
         )
     elif kind is ActionKind.APPLY:
         solution = conn.execute(select(CalibrationSolution.id).limit(1)).scalar()
-        artifacts.record_calibrated(conn, name, path=path, solution_id=solution)
+        artifacts.record_calibrated(
+            conn, name, path=path, solution_id=solution, fingerprint=fingerprint
+        )
     elif kind is ActionKind.IMAGE:
-        artifacts.record_image(conn, name, path=path, rms_jy=0.001)
+        artifacts.record_image(conn, name, path=path, rms_jy=0.001, fingerprint=fingerprint)
 
 
 def spawn_and_hang(payload: dict[str, Any]) -> dict[str, Any]:

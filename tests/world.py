@@ -57,15 +57,23 @@ def add_calibrator(engine: Engine, *, name: str = "0834+555", dec_deg: float = D
         ).scalar_one()
 
 
-def add_solution(engine: Engine, observation_key_: str, *, dec_deg: float = DEC) -> None:
-    """Register a solution valid ±24 h around T0 for the dec strip.
+def add_solution(
+    engine: Engine,
+    observation_key_: str,
+    *,
+    dec_deg: float = DEC,
+    calibrator: str = "0834+555",
+    fingerprint: str | None = None,
+) -> None:
+    """Register a solution valid ±24 h around T0 for the dec strip, solved on ``calibrator``
+    under settings ``fingerprint`` (None: unknown).
 
     Its "tables" are a real (empty) file, since observe only trusts solutions whose tables
     still exist.
     """
     handle, tables = tempfile.mkstemp(prefix="solution-", suffix=".tables", dir=SCRATCH)
     os.close(handle)
-    calibrator = add_calibrator(engine, dec_deg=dec_deg)
+    calibrator_id = add_calibrator(engine, name=calibrator, dec_deg=dec_deg)
     with writing(engine) as conn:
         obs_id = (
             conn.execute(Observation.__table__.select().where(Observation.key == observation_key_))
@@ -74,12 +82,13 @@ def add_solution(engine: Engine, observation_key_: str, *, dec_deg: float = DEC)
         )
         conn.execute(
             insert(CalibrationSolution).values(
-                calibrator_id=calibrator,
+                calibrator_id=calibrator_id,
                 observation_id=obs_id,
                 dec_deg=dec_deg,
                 transit_time=T0,
                 valid_from=T0 - timedelta(hours=24),
                 valid_until=T0 + timedelta(hours=24),
                 tables=tables,
+                fingerprint=fingerprint,
             )
         )

@@ -15,6 +15,8 @@ EXAMPLES = {
     "request": "reconciler request --start 2025-01-01T00:00:00 --end 2025-01-01T00:50:00\n"
     "  reconciler request --calibrator 0834+555 --timespan-minutes 50 --wait --timeout 7200\n"
     "  reconciler request --new-version 3     # re-mosaic a published group (late data)",
+    "reprocess": "reconciler reprocess --start 2025-03-01 --end 2025-03-08 --dec 55.57 "
+    '--reason "imaging.niter 2000 -> 5000"',
     "transits": "reconciler transits 0834+555 --start 2025-03-01 --end 2025-03-04 --json",
     "status": "reconciler status --json",
     "disk": "reconciler disk --json",
@@ -76,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
             "or a new version of a published one",
         )
     )
+    reprocess = add(
+        "reprocess",
+        "new versions of the published mosaics of a span, under the current settings, "
+        "making again only the stages whose settings changed",
+    )
+    reprocess.add_argument("--start", required=True, help="span start, ISO 8601 (UTC if no zone)")
+    reprocess.add_argument("--end", required=True, help="span end, ISO 8601 (UTC if no zone)")
+    reprocess.add_argument(
+        "--dec", type=float, help="only this dec strip (± calibration.dec_strip_tolerance_deg)"
+    )
+    reprocess.add_argument("--reason", help="why, kept with the request")
+    reprocess.add_argument("--json", action="store_true", help="print JSON")
     transits = add("transits", "meridian transits (apparent hour angle 0) of a calibrator")
     transits.add_argument("name", help="a registered calibrator, e.g. 0834+555")
     transits.add_argument("--start", required=True, help="from, ISO 8601 (UTC if no zone)")

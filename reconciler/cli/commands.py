@@ -37,6 +37,7 @@ from reconciler.desired import commands
 from reconciler.desired.centred import lookup_calibrator, request_centred
 from reconciler.desired.explicit import parse_time, request_window
 from reconciler.desired.late import new_generation
+from reconciler.desired.reprocess import reprocess
 from reconciler.engine.registry import load_registry
 from reconciler.errors import ReconcilerError, RequestError
 from reconciler.io.lightcurve_plot import write_light_curve_png
@@ -192,6 +193,33 @@ def _request_text(data: dict[str, Any]) -> str:
             f"{data['state']})"
         )
     return text
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> int:
+    engine = _engine(settings)
+    require_head(engine)
+    done = reprocess(
+        engine,
+        settings,
+        start=parse_time(args.start, what="--start"),
+        end=parse_time(args.end, what="--end"),
+        dec_deg=args.dec,
+        reason=args.reason,
+    )
+
+    def text() -> str:
+        lines = [
+            f"reprocessing {done.id} (settings {done.fingerprint}): "
+            f"{len(done.started)} new version(s), {len(done.skipped)} group(s) skipped"
+        ]
+        lines += [f"  group {group_id}: new version asked for" for group_id in done.started]
+        lines += [f"  group {group_id}: skipped, {why}" for group_id, why in done.skipped.items()]
+        if not done.started and not done.skipped:
+            lines.append("  no mosaic group has its window in the span")
+        return "\n".join(lines)
+
+    _print(asdict(done), args.json, text)
+    return 0
 
 
 def cmd_transits(args: argparse.Namespace, settings: Settings) -> int:
@@ -449,6 +477,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "init": cmd_init,
     "run": cmd_run,
     "request": cmd_request,
+    "reprocess": cmd_reprocess,
     "transits": cmd_transits,
     "status": cmd_status,
     "disk": cmd_disk,

@@ -63,8 +63,10 @@ def record_measurement_set(
     dec_deg: float,
     n_rows: int,
     n_channels: int,
+    fingerprint: str | None = None,
 ) -> None:
-    """Record (or replace) the MS of observation ``key``."""
+    """Record (or replace) the MS of observation ``key``, made under settings
+    ``fingerprint``."""
     values = {
         "observation_id": observation_id(conn, key),
         "path": path,
@@ -75,6 +77,7 @@ def record_measurement_set(
         "dec_deg": dec_deg,
         "n_rows": n_rows,
         "n_channels": n_channels,
+        "fingerprint": fingerprint,
     }
     _upsert(conn, MeasurementSet, {**values, "removed_at": None}, ["observation_id"])
 
@@ -91,8 +94,10 @@ def record_solution(
     tables: str,
     snr: float | None,
     flagged_fraction: float | None,
+    fingerprint: str | None = None,
 ) -> None:
-    """Record the solution solved on one calibrator transit; other solutions are untouched."""
+    """Record (or replace) the solution solved on one calibrator transit, made under settings
+    ``fingerprint``; other solutions are untouched."""
     values = {
         "calibrator_id": calibrator_id,
         "observation_id": observation_id(conn, key),
@@ -103,6 +108,7 @@ def record_solution(
         "tables": tables,
         "snr": snr,
         "flagged_fraction": flagged_fraction,
+        "fingerprint": fingerprint,
     }
     _upsert(conn, CalibrationSolution, values, ["calibrator_id", "observation_id"])
 
@@ -121,7 +127,8 @@ def solution_tables(tables: str) -> list[str]:
 
 def solutions_valid_during(conn: Connection, start: datetime, end: datetime) -> list[Any]:
     """The solutions whose validity overlaps ``[start, end]``, with what eligibility needs
-    (``id``, ``dec_deg``, ``transit_time``, ``valid_from``, ``valid_until``) and ``tables``."""
+    (``id``, ``dec_deg``, ``transit_time``, ``valid_from``, ``valid_until``), ``tables`` and
+    ``fingerprint``."""
     return list(
         conn.execute(
             select(
@@ -131,17 +138,27 @@ def solutions_valid_during(conn: Connection, start: datetime, end: datetime) -> 
                 CalibrationSolution.valid_from,
                 CalibrationSolution.valid_until,
                 CalibrationSolution.tables,
+                CalibrationSolution.fingerprint,
             ).where(CalibrationSolution.valid_until >= start, CalibrationSolution.valid_from <= end)
         )
     )
 
 
-def record_calibrated(conn: Connection, key: str, *, path: str, solution_id: int | None) -> None:
-    """Record (or replace) the calibrated MS of observation ``key`` (its files present)."""
+def record_calibrated(
+    conn: Connection,
+    key: str,
+    *,
+    path: str,
+    solution_id: int | None,
+    fingerprint: str | None = None,
+) -> None:
+    """Record (or replace) the calibrated MS of observation ``key`` (its files present), made
+    under settings ``fingerprint``."""
     values = {
         "observation_id": observation_id(conn, key),
         "path": path,
         "solution_id": solution_id,
+        "fingerprint": fingerprint,
         "removed_at": None,
     }
     _upsert(conn, CalibratedMS, values, ["observation_id"])
@@ -158,9 +175,10 @@ def record_image(
     beam_pa_deg: float | None = None,
     rms_jy: float | None = None,
     backend: str | None = None,
+    fingerprint: str | None = None,
 ) -> None:
-    """Record (or replace) the image tile of observation ``key``, made by ``backend`` (its
-    files present)."""
+    """Record (or replace) the image tile of observation ``key``, made by ``backend`` under
+    settings ``fingerprint`` (its files present)."""
     values = {
         "observation_id": observation_id(conn, key),
         "path": path,
@@ -170,9 +188,21 @@ def record_image(
         "beam_pa_deg": beam_pa_deg,
         "rms_jy": rms_jy,
         "backend": backend,
+        "fingerprint": fingerprint,
         "removed_at": None,
     }
     _upsert(conn, Image, values, ["observation_id"])
+
+
+def tile_fingerprints(conn: Connection, group_id: int) -> list[str | None]:
+    """The settings fingerprints of the image tiles of a group's members."""
+    return list(
+        conn.execute(
+            select(Image.fingerprint)
+            .join(MosaicGroupMember, MosaicGroupMember.observation_id == Image.observation_id)
+            .where(MosaicGroupMember.group_id == group_id, MosaicGroupMember.role == "member")
+        ).scalars()
+    )
 
 
 def stage_mosaic(conn: Connection, group_id: int, generation: int, *, stage_path: str) -> None:
@@ -326,11 +356,13 @@ def mark_published(
     checksum: str,
     companions: str | None = None,
     size_bytes: int | None = None,
+    fingerprint: str | None = None,
     at: datetime,
 ) -> None:
     """Mark a staged mosaic published at ``published_path``; its files (``companions``: the
     JSON map of the files beside it to their checksums; ``size_bytes`` in all) are as
-    verified at ``at``.
+    verified at ``at``, made under settings ``fingerprint``. The earlier published versions
+    of the group not yet superseded are marked superseded by it (they stay published).
 
     Raises
     ------
@@ -353,7 +385,21 @@ def mark_published(
             published_at=at,
             verified_at=at,
             problem=None,
+            fingerprint=fingerprint,
         )
+        .returning(RegistryEntry.id)
     )
-    if result.rowcount != 1:
+    published = result.scalar()
+    if published is None:
         raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
+    conn.execute(
+        update(RegistryEntry)
+        .where(
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.group_id == group_id,
+            RegistryEntry.generation < generation,
+            RegistryEntry.status == "published",
+            RegistryEntry.superseded_by.is_(None),
+        )
+        .values(superseded_by=published, superseded_at=at)
+    )

@@ -159,6 +159,9 @@ class MeasurementSet(Base):
     dec_deg: Mapped[float] = mapped_column(Float)
     n_rows: Mapped[int] = mapped_column(BigInteger)
     n_channels: Mapped[int] = mapped_column(Integer)
+    #: The settings fingerprint it was made under (:mod:`reconciler.fingerprint`); None:
+    #: made before fingerprints were kept.
+    fingerprint: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     #: When retention removed its files (every window needing them was settled); None while
     #: they are there. Made again, it is there again.
@@ -196,6 +199,9 @@ class CalibrationSolution(Base):
     tables: Mapped[str] = mapped_column(Text)
     snr: Mapped[float | None] = mapped_column(Float)
     flagged_fraction: Mapped[float | None] = mapped_column(Float)
+    #: The settings fingerprint it was made under (:mod:`reconciler.fingerprint`); None:
+    #: made before fingerprints were kept.
+    fingerprint: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
 
 
@@ -211,6 +217,9 @@ class CalibratedMS(Base):
     )
     solution_id: Mapped[int | None] = mapped_column(ForeignKey("calibration_solutions.id"))
     path: Mapped[str] = mapped_column(Text, unique=True)
+    #: The settings fingerprint it was made under (:mod:`reconciler.fingerprint`); None:
+    #: made before fingerprints were kept.
+    fingerprint: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     #: When retention removed its files (every window needing them was settled); None while
     #: they are there. Made again, it is there again.
@@ -235,6 +244,9 @@ class Image(Base):
     rms_jy: Mapped[float | None] = mapped_column(Float)
     #: The imager that made it: ``tclean`` or ``wsclean`` (``imaging.backend`` then).
     backend: Mapped[str | None] = mapped_column(String(16))
+    #: The settings fingerprint it was made under (:mod:`reconciler.fingerprint`); None:
+    #: made before fingerprints were kept.
+    fingerprint: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     #: When retention removed its files (every window needing them was settled); None while
     #: they are there. Made again, it is there again.
@@ -298,6 +310,29 @@ class MosaicGroup(Base):
     published_path: Mapped[str | None] = mapped_column(Text)
     status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     parked: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    #: The ``reprocessings`` row that asked for the current generation (None: not a
+    #: reprocessing). Its members' products made under other settings are made again. No
+    #: foreign key: SQLite adds none to a table in place.
+    reprocessing_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Reprocessing(Base):
+    """A request to make new versions of the published mosaics of a span (and dec strip)
+    under the current settings: who asked, why, and what came of it."""
+
+    __tablename__ = "reprocessings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    span_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    span_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    dec_deg: Mapped[float | None] = mapped_column(Float)
+    #: The published product's fingerprint under the settings of the request.
+    fingerprint: Mapped[str] = mapped_column(String(12))
+    #: How many groups got a new generation from it.
+    groups: Mapped[int] = mapped_column(Integer)
 
 
 class MosaicGroupMember(Base):
@@ -404,6 +439,13 @@ class RegistryEntry(Base):
     problem: Mapped[str | None] = mapped_column(Text)
     #: When the staged copy under work/ was removed, once published.
     stage_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The settings fingerprint of the product (:func:`reconciler.fingerprint.
+    #: product_fingerprint`); None: made in part under other or unknown settings.
+    fingerprint: Mapped[str | None] = mapped_column(String(12))
+    #: The id of the later version of the same window that replaced it as current, and when
+    #: that was published; this one stays published and on disk.
+    superseded_by: Mapped[int | None] = mapped_column(BigId)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SourceCatalogue(Base):

@@ -169,7 +169,8 @@ def product_provenance(
 ) -> list[dict[str, Any]]:
     """The provenance of the products of group ``group_id`` (every generation, newest
     first), or of the product whose published path or file name is ``product``: one dict
-    per product, with its ``settings`` (parsed) and ``inputs``."""
+    per product, with its ``settings`` (parsed), ``inputs``, settings ``fingerprint`` and
+    ``superseded_by`` / ``superseded_at`` (None while it is the current version)."""
     query = (
         select(
             RegistryEntry.id.label("product_id"),
@@ -179,6 +180,9 @@ def product_provenance(
             RegistryEntry.published_path,
             RegistryEntry.checksum,
             RegistryEntry.published_at,
+            RegistryEntry.fingerprint,
+            RegistryEntry.superseded_by,
+            RegistryEntry.superseded_at,
             *(getattr(Provenance, field) for field in RECORD_FIELDS),
             Provenance.recorded_at,
         )

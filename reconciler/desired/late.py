@@ -133,24 +133,51 @@ def new_generation(engine: Engine, group_id: int, *, actor: str = "cli") -> int:
                 "of a published mosaic"
             )
         generation = row.generation + 1
-        conn.execute(
-            update(MosaicGroup)
-            .where(MosaicGroup.id == group_id)
-            .values(
-                generation=generation,
-                phase=str(Phase.NEW),
-                status_reason=f"new version (generation {generation}) requested",
-                next_action=None,
-                published_path=None,
-                status_updated_at=now,
-            )
-        )
-        queries.record_event(
-            conn,
-            "new_version",
-            f"generation {generation} requested; generation {row.generation} stays published",
-            at=now,
-            group_id=group_id,
-            actor=actor,
-        )
+        reason = f"new version (generation {generation}) requested"
+        if not start_generation(conn, group_id, row.generation, reason=reason, at=now, actor=actor):
+            raise RequestError(f"group {group_id} changed meanwhile: ask again")
     return generation
+
+
+def start_generation(
+    conn: Connection,
+    group_id: int,
+    published: int,
+    *,
+    reason: str,
+    at: datetime,
+    actor: str,
+    reprocessing_id: int | None = None,
+) -> bool:
+    """Start generation ``published + 1`` of a group whose generation ``published`` is
+    published: it is worked on again (asked for by ``reprocessing_id``, if any). False,
+    changing nothing, when the group is no longer so (another request came first)."""
+    generation = published + 1
+    started = conn.execute(
+        update(MosaicGroup)
+        .where(
+            MosaicGroup.id == group_id,
+            MosaicGroup.generation == published,
+            MosaicGroup.phase == str(Phase.PUBLISHED),
+        )
+        .values(
+            generation=generation,
+            reprocessing_id=reprocessing_id,
+            phase=str(Phase.NEW),
+            status_reason=reason,
+            next_action=None,
+            published_path=None,
+            status_updated_at=at,
+        )
+    )
+    if started.rowcount != 1:
+        return False
+    queries.record_event(
+        conn,
+        "new_version",
+        f"generation {generation} requested; generation {published} stays published",
+        at=at,
+        group_id=group_id,
+        actor=actor,
+    )
+    return True

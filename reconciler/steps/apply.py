@@ -15,6 +15,7 @@ from reconciler.eligibility import serving_solution
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import fingerprints
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction
 from reconciler.naming import calibrated_ms_path, parse_target
@@ -23,30 +24,42 @@ from reconciler.steps.solve import converted_observation, solution_exists
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:
-    """The observation's MS and the solution that serves it (tables still on disk)."""
+    """The observation's MS and the solution that serves it (tables still on disk); one
+    made under the current settings is preferred."""
     _, key = parse_target(claimed.key.target)
     work = settings.paths.work
     obs = converted_observation(conn, key, work)
     tolerance = settings.calibration.dec_strip_tolerance_deg
-    candidates = artifacts.solutions_valid_during(conn, obs.start_time, obs.end_time)
-    chosen = serving_solution(
-        [s for s in candidates if solution_exists(s.tables)],
-        dec_deg=obs.dec_deg,
-        start=obs.start_time,
-        end=obs.end_time,
-        tolerance_deg=tolerance,
-    )
+    fingerprint = fingerprints(settings).calibrate
+    candidates = [
+        s
+        for s in artifacts.solutions_valid_during(conn, obs.start_time, obs.end_time)
+        if solution_exists(s.tables)
+    ]
+
+    def serving(solutions: list[Any]) -> Any:
+        return serving_solution(
+            solutions,
+            dec_deg=obs.dec_deg,
+            start=obs.start_time,
+            end=obs.end_time,
+            tolerance_deg=tolerance,
+        )
+
+    chosen = serving([s for s in candidates if s.fingerprint == fingerprint]) or serving(candidates)
     if chosen is None:
         raise TemporaryError(f"no valid calibration solution for observation {key} yet")
     what = f"calibration_solutions.tables of solution {chosen.id}"
     tables = [str(confine(table, work, what=what)) for table in json.loads(chosen.tables)]
+    out_ms = calibrated_ms_path(work, key, fingerprint)
     return {
         "key": key,
         "ms": obs.path,
         "tables": tables,
         "solution_id": chosen.id,
-        "out_ms": str(confine(calibrated_ms_path(work, key), work, what=f"the copy of {key}")),
+        "out_ms": str(confine(out_ms, work, what=f"the copy of {key}")),
         "max_smearing_loss": settings.imaging.max_smearing_loss,
+        "fingerprint": fingerprint,
     }
 
 
@@ -77,7 +90,11 @@ def record(
 ) -> None:
     """Record which solution was applied, and where the calibrated MS is."""
     artifacts.record_calibrated(
-        conn, payload["key"], path=result["path"], solution_id=payload["solution_id"]
+        conn,
+        payload["key"],
+        path=result["path"],
+        solution_id=payload["solution_id"],
+        fingerprint=payload["fingerprint"],
     )
 
 

@@ -14,6 +14,7 @@ from reconciler.db import artifacts, provenance
 from reconciler.db.models import Observation, RawFile
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError
+from reconciler.fingerprint import fingerprints
 from reconciler.io.checksum import sha256_as_recorded
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
@@ -34,7 +35,8 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
     work = settings.paths.work
     incoming = settings.paths.incoming
     raw = [str(confine(r.path, incoming, what=f"raw_files.path of {key}")) for r in rows]
-    out_ms = confine(measurement_set_path(work, key), work, what=f"the MS of {key}")
+    fingerprint = fingerprints(settings).convert
+    out_ms = confine(measurement_set_path(work, key, fingerprint), work, what=f"the MS of {key}")
     scratch = confine(work / "scratch" / "convert" / key, work, what=f"the scratch of {key}")
     return {
         "key": key,
@@ -42,6 +44,7 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "out_ms": str(out_ms),
         "scratch": str(scratch),
         "site": asdict(settings.site),
+        "fingerprint": fingerprint,
         # Each raw file is hashed once, by the conversion that reads it first: the bytes
         # are then in the page cache, and raw files never change.
         "to_checksum": [
@@ -102,6 +105,7 @@ def record(
         dec_deg=result["dec_deg"],
         n_rows=result["n_rows"],
         n_channels=result["n_channels"],
+        fingerprint=payload["fingerprint"],
     )
     provenance.record_checksums(conn, result["checksums"])
 

@@ -15,6 +15,7 @@ from reconciler.db.models import CalibratedMS, Observation
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import fingerprints
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import image_prefix, parse_target
@@ -34,18 +35,21 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         raise TemporaryError(f"observation {key} is not calibrated yet")
     imaging = settings.imaging
     work = settings.paths.work
+    fingerprint = fingerprints(settings).image
+    prefix = image_prefix(work, key, fingerprint)
     return {
         "key": key,
         "ms": str(confine(row.path, work, what=f"calibrated_ms.path of {key}")),
         "mid": (row.start_time + (row.end_time - row.start_time) / 2).isoformat(),
         "pointing_dec_deg": row.dec_deg,
-        "out_prefix": str(confine(image_prefix(work, key), work, what=f"the image of {key}")),
+        "out_prefix": str(confine(prefix, work, what=f"the image of {key}")),
         "backend": imaging.backend,
         "field_of_view_deg": imaging.field_of_view_deg,
         "niter": imaging.niter,
         "threshold_jy": imaging.threshold_jy,
         "timeout_s": settings.actions.timeout_seconds,
         "site": asdict(settings.site),
+        "fingerprint": fingerprint,
     }
 
 
@@ -99,6 +103,7 @@ def record(
         beam_pa_deg=result["beam_pa_deg"],
         rms_jy=result["rms_jy"],
         backend=payload["backend"],
+        fingerprint=payload["fingerprint"],
     )
 
 

@@ -31,6 +31,7 @@ from reconciler.db import artifacts, cone, provenance
 from reconciler.db.models import MosaicGroup, RegistryEntry
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import fingerprints, product_fingerprint
 from reconciler.io.checksum import sha256, sha256_as_recorded
 from reconciler.io.confine import confine
 from reconciler.io.coverage import add_to_coverage
@@ -104,6 +105,9 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "taken": sorted(taken),
         "provenance": provenance_of(conn, group_id, settings),
         "coverage_path": str(coverage_path(products)),
+        "fingerprint": product_fingerprint(
+            fingerprints(settings), artifacts.tile_fingerprints(conn, group_id)
+        ),
     }
 
 
@@ -266,6 +270,7 @@ def record(
         checksum=result["checksum"],
         companions=json.dumps(result.get("companions", {}), sort_keys=True),
         size_bytes=result.get("size_bytes"),
+        fingerprint=payload["fingerprint"],
         at=datetime.now(UTC),
     )
     cone.record_footprint(conn, payload["group_id"], payload["generation"], result["footprint"])

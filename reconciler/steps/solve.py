@@ -19,6 +19,7 @@ from reconciler.eligibility import HeldTransit, held_transit
 from reconciler.engine.environment import casa_child_env
 from reconciler.engine.registry import ActionHandler
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.fingerprint import fingerprints
 from reconciler.io.confine import confine
 from reconciler.model import ActionKind, ClaimedAction, Site
 from reconciler.naming import attempt_path, caltable_prefix, parse_target
@@ -77,6 +78,8 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         raise PermanentError(f"observation {key}: {held}")
     calibrator, transit = held.calibrator, held.moment
     validity = timedelta(hours=settings.calibration.validity_hours)
+    fingerprint = fingerprints(settings).calibrate
+    tables = caltable_prefix(work, key, fingerprint)
     return {
         "key": key,
         "ms": obs.path,
@@ -85,12 +88,13 @@ def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dic
         "dec_deg": calibrator.dec_deg,
         "flux_jy": calibrator.flux_jy,
         "pointing_dec_deg": obs.dec_deg,
-        "out_prefix": str(confine(caltable_prefix(work, key), work, what=f"the tables of {key}")),
+        "out_prefix": str(confine(tables, work, what=f"the tables of {key}")),
         "transit": transit.isoformat(),
         "valid_from": (transit - validity).isoformat(),
         "valid_until": (transit + validity).isoformat(),
         "site": asdict(settings.site),
         "max_smearing_loss": settings.imaging.max_smearing_loss,
+        "fingerprint": fingerprint,
     }
 
 
@@ -146,6 +150,7 @@ def record(
         tables=json.dumps(list(result["tables"])),
         snr=result["snr_median"],
         flagged_fraction=result["flagged_fraction"],
+        fingerprint=payload["fingerprint"],
     )
 
 

@@ -31,7 +31,6 @@ from reconciler.db.models import (
 )
 from reconciler.db.provenance import record_checksums
 from reconciler.desired.explicit import request_window
-from reconciler.engine.registry import ActionHandler, ActionRegistry
 from reconciler.io.checksum import sha256
 from reconciler.io.mosaic import Tile, build_mosaic
 from reconciler.model import ActionKind
@@ -44,23 +43,6 @@ from tests.world import OBSERVATION, T0, add_observations, add_solution
 RECORDED_AT_CONVERSION = "c0" * 32
 LATER = T0 + timedelta(hours=24)
 SUBBANDS = 2
-
-
-def fits_registry() -> ActionRegistry:
-    """The test actions, with a mosaic step that stages real FITS and the real publish."""
-    fits_mosaic = ActionHandler(
-        kind=ActionKind.MOSAIC,
-        run="tests.engine_actions:stage_fits_mosaic",
-        prepare=engine_actions.prepare,
-        record=engine_actions.record,
-        product_exists=lambda path: Path(path).exists(),
-    )
-    kept = [
-        h
-        for h in engine_actions.registry()
-        if h.kind not in (ActionKind.MOSAIC, ActionKind.PUBLISH)
-    ]
-    return ActionRegistry([*kept, fits_mosaic, publish.HANDLER])
 
 
 def add_raw_files(engine, settings, keys: list[str]) -> dict[str, Path]:
@@ -103,7 +85,9 @@ def world(engine, settings):
     group = request_window(
         engine, T0, T0 + 3 * OBSERVATION, max_window=settings.decide_policy.max_window
     ).group_id
-    service = Reconciler(engine, settings, fits_registry(), clock=lambda: LATER, jitter=lambda: 0.5)
+    service = Reconciler(
+        engine, settings, engine_actions.fits_registry(), clock=lambda: LATER, jitter=lambda: 0.5
+    )
     report = service.run_pass()
     assert not report.failed and not report.errors
     with reading(engine) as conn:

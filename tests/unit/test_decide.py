@@ -609,6 +609,22 @@ def test_only_done_or_cancelled_actions_wanted_again_carry_redo_version(state, r
     assert spec == ActionSpec(IMAGES[0], priority=T0, group_id=1, redo_version=redo_version)
 
 
+def test_a_reprocessing_redoes_a_finished_action_saying_its_product_may_be_out_of_date():
+    # Observe counts a product made under other settings as missing for such a group.
+    g = with_actions(
+        observed(group(reprocessing_id=7), members=(member(0, "calibrated"),)),
+        status(IMAGES[0], ActionState.DONE, version=2),
+    )
+
+    decision = decide_group(g, now=LATE, policy=POLICY)
+
+    assert decision.phase is Phase.IMAGING
+    assert decision.wanted == (ActionSpec(IMAGES[0], priority=T0, group_id=1, redo_version=2),)
+    assert decision.reason.endswith(
+        "to run again: its product is missing or made under other settings"
+    )
+
+
 def test_done_mosaic_whose_product_is_missing_is_redone_with_its_version():
     g = with_actions(
         observed(members=members("imaged")), status(MOSAIC, ActionState.DONE, version=2)

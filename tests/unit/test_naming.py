@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.errors import PermanentError
 from reconciler.naming import (
     calibrated_ms_path,
     caltable_prefix,
@@ -95,6 +96,19 @@ def test_observation_products_of_one_key_never_collide():
     paths.append(caltable_prefix(WORK, KEY))
 
     assert len(set(paths)) == 4
+
+
+@pytest.mark.parametrize(
+    "make_path", [measurement_set_path, calibrated_ms_path, caltable_prefix, image_prefix]
+)
+def test_products_made_under_other_settings_have_names_of_their_own(make_path):
+    old, new = make_path(WORK, KEY, "0123456789ab"), make_path(WORK, KEY, "ba9876543210")
+
+    assert len({old, new, make_path(WORK, KEY)}) == 3
+    assert old.parent == new.parent == make_path(WORK, KEY).parent
+    assert old.name.startswith(f"{KEY}.0123456789ab")
+    with pytest.raises(PermanentError, match="fingerprint"):
+        make_path(WORK, KEY, "../../etc")
 
 
 def test_window_label_is_compact_utc():
