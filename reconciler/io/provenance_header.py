@@ -92,7 +92,7 @@ def quality_cards(quality: dict[str, Any]) -> fits.Header:
     header["QASTATUS"] = (quality["quality"], "quality assessment: passed/warning/failed")
     header["QAACCEPT"] = (quality["accepted_by"] is not None, "failed QA accepted by a person")
     figures = quality["figures"]
-    header["QANREF"] = (len(figures["matches"]), "reference sources matched")
+    header["QANREF"] = (len(figures.get("matches", [])), "reference sources matched")
     for keyword, field, comment in QUALITY_KEYWORDS:
         if figures.get(field) is not None:
             header[keyword] = (round(float(figures[field]), 9), comment)
