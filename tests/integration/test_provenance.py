@@ -343,6 +343,7 @@ def test_provenance_goes_into_a_real_mosaic_before_it_is_published(tmp_path):
         "generation": 1,
         "taken": [],
         "provenance": record,
+        "coverage_path": str(tmp_path / "products" / "coverage.moc.fits"),
     }
 
     first = publish.run({**payload, "attempt_id": uuid.uuid4().hex})
