@@ -117,9 +117,13 @@ def test_an_imaging_change_reimages_and_publishes_a_new_version_beside_the_old(e
 
     # The mosaic and publish steps here (real FITS, real publish) keep no log of runs.
     made = runs(settings)[before:]
-    assert sorted(label.split()[0] for label in made) == ["catalogue", "image", "image", "image"], (
-        "only imaging and what follows it is done again"
-    )
+    assert sorted(label.split()[0] for label in made) == [
+        "assess",
+        "catalogue",
+        "image",
+        "image",
+        "image",
+    ], "only imaging and what follows it is done again"
     row = group_row(engine, group)
     assert row.phase == "published" and row.generation == 2 and row.reprocessing_id == done.id
     old, new = versions(engine, group)
