@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
@@ -14,6 +15,7 @@ from reconciler.db.models import Event, Image, QualityReport, RegistryEntry
 from reconciler.db.types import UTCDateTime
 from reconciler.io.usage import free_bytes, tree_bytes
 from reconciler.model import Plan
+from reconciler.naming import quality_figure_of
 from reconciler.observe import Snapshot
 
 STATUS_COLUMNS = (
@@ -263,9 +265,20 @@ def _iso(moment: datetime | None) -> str:
 
 def quality_reports(conn: Connection, group_id: int) -> list[dict[str, Any]]:
     """The quality assessments of a group's mosaics, newest generation first, with the
-    measured figures (``figures``) as plain data."""
+    measured figures (``figures``) as plain data. ``figure_path`` is the published QA
+    figure once the mosaic is published (the staged one is removed), else the staged one."""
+    published = (
+        select(RegistryEntry.published_path)
+        .where(
+            RegistryEntry.group_id == QualityReport.group_id,
+            RegistryEntry.generation == QualityReport.generation,
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.status == "published",
+        )
+        .scalar_subquery()
+    )
     rows = conn.execute(
-        select(QualityReport.__table__)
+        select(QualityReport.__table__, published.label("published_path"))
         .where(QualityReport.group_id == group_id)
         .order_by(QualityReport.generation.desc())
     )
@@ -275,7 +288,9 @@ def quality_reports(conn: Connection, group_id: int) -> list[dict[str, Any]]:
             "generation": row.generation,
             "quality": row.quality,
             "summary": row.summary,
-            "figure_path": row.figure_path,
+            "figure_path": str(quality_figure_of(Path(row.published_path)))
+            if row.published_path
+            else row.figure_path,
             "assessed_at": row.assessed_at,
             "accepted_at": row.accepted_at,
             "accepted_by": row.accepted_by,

@@ -37,7 +37,7 @@ from reconciler.naming import (
 )
 from reconciler.quality import TileData, assess, radiometer_rms_jy
 from reconciler.service import Reconciler
-from reconciler.status import status_rows
+from reconciler.status import quality_reports, status_rows
 from reconciler.steps import assess as assess_step
 from reconciler.steps import catalogue, publish
 from tests import engine_actions
@@ -297,6 +297,9 @@ def test_a_failed_mosaic_is_held_until_accepted(engine, tmp_path, db_url):
     assert header["QANREF"] == len(SOURCES)
     assert any(str(line).startswith("QA flux scale") for line in header["HISTORY"])
     assert quality_figure_of(published).is_file(), "the QA figure is published beside it"
+    with reading(engine) as conn:
+        (shown,) = quality_reports(conn, group)
+    assert shown["figure_path"] == str(quality_figure_of(published))
     figures = json.loads(quality.figures)
     assert figures["expected_rms_jy"] is None
     assert figures["expected_problem"].startswith("3 tile(s) without readable calibrated data")
