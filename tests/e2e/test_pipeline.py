@@ -429,6 +429,12 @@ seconds = 4.0
 heartbeat_seconds = 1.0
 [retry]
 base_delay_seconds = 0.0
+[qa]
+# As the reference run assessed it: the simulated noise, the injected sources.
+sefd_jy = {settings.qa.sefd_jy}
+efficiency = {settings.qa.efficiency}
+reference_catalogue = "{settings.qa.reference_catalogue}"
+noise_ratio_fail = {settings.qa.noise_ratio_fail}
 """
     )
     engine = make_engine(settings.database_url)
