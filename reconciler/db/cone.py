@@ -32,7 +32,7 @@ from reconciler.db.models import (
     Source,
     SourceCatalogue,
 )
-from reconciler.errors import PermanentError
+from reconciler.db.queries import staged_mosaic_id
 from reconciler.sky import angular_separation_deg
 from reconciler.skycells import (
     SOURCE_ORDER,
@@ -57,15 +57,7 @@ def record_footprint(conn: Connection, group_id: int, generation: int, cells: li
     PermanentError
         When the mosaic was never staged.
     """
-    registry_id = conn.execute(
-        select(RegistryEntry.id).where(
-            RegistryEntry.kind == "mosaic",
-            RegistryEntry.group_id == group_id,
-            RegistryEntry.generation == generation,
-        )
-    ).scalar()
-    if registry_id is None:
-        raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
+    registry_id = staged_mosaic_id(conn, group_id, generation)
     record_footprint_of(conn, registry_id, np.asarray(cells, dtype=np.int64))
 
 

@@ -25,7 +25,7 @@ from reconciler.db.models import (
     RawFile,
     RegistryEntry,
 )
-from reconciler.errors import PermanentError
+from reconciler.db.queries import staged_mosaic_id
 
 #: The fields of a record kept in ``provenance`` (besides the inputs).
 RECORD_FIELDS = (
@@ -129,15 +129,7 @@ def record_provenance(
     PermanentError
         When the mosaic was never staged.
     """
-    registry_id = conn.execute(
-        select(RegistryEntry.id).where(
-            RegistryEntry.kind == "mosaic",
-            RegistryEntry.group_id == group_id,
-            RegistryEntry.generation == generation,
-        )
-    ).scalar()
-    if registry_id is None:
-        raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
+    registry_id = staged_mosaic_id(conn, group_id, generation)
     conn.execute(delete(Provenance).where(Provenance.registry_id == registry_id))
     conn.execute(delete(ProvenanceInput).where(ProvenanceInput.registry_id == registry_id))
     conn.execute(

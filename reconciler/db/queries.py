@@ -34,8 +34,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from reconciler.db.models import Action, Event, MosaicGroup, MosaicGroupMember, Observation
+from reconciler.db.models import (
+    Action,
+    Event,
+    MosaicGroup,
+    MosaicGroupMember,
+    Observation,
+    RegistryEntry,
+)
 from reconciler.db.types import UTCDateTime
+from reconciler.errors import PermanentError
 from reconciler.model import ActionKey, ActionKind, ActionSpec, ActionState, ClaimedAction
 from reconciler.retry import GiveUp, RetryLater
 
@@ -571,3 +579,23 @@ def groups_around(
             ).scalars()
         )
     return sorted(found)
+
+
+def staged_mosaic_id(conn: Connection, group_id: int, generation: int) -> int:
+    """The ``data_registry`` id of one group generation's mosaic.
+
+    Raises
+    ------
+    PermanentError
+        When the mosaic was never staged.
+    """
+    registry_id = conn.execute(
+        select(RegistryEntry.id).where(
+            RegistryEntry.kind == "mosaic",
+            RegistryEntry.group_id == group_id,
+            RegistryEntry.generation == generation,
+        )
+    ).scalar()
+    if registry_id is None:
+        raise PermanentError(f"group {group_id} generation {generation} has no staged mosaic")
+    return registry_id
