@@ -34,14 +34,18 @@ check-migrations: $(STAMP)
 	RECONCILER_DATABASE_URL=sqlite:///build/alembic-check.sqlite $(BIN)/alembic check
 
 # Tests keep their files under build/pytest, apart from any other pytest run's /tmp/pytest-of-*.
-PYTEST := $(BIN)/python -m pytest --basetemp=build/pytest
+# Two workers, one per core; a test module stays on one worker, so its module-scoped
+# fixtures (a simulated observation, a calibrated scene) are made once.
+PYTEST := $(BIN)/python -m pytest --basetemp=build/pytest -n 2 --dist loadscope
 
 test: setup lint check-migrations
 	scripts/ensure-postgres.sh
+	mkdir -p build/pytest
 	$(PYTEST)
 
 quick-test: setup
 	scripts/ensure-postgres.sh
+	mkdir -p build/pytest
 	$(PYTEST) -m "not e2e" -x -q
 
 bench: setup

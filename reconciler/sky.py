@@ -37,6 +37,10 @@ SIDEREAL_DAY_S = 86_164.0905
 #: Transits are refined until the apparent hour angle is below this many seconds of time.
 TRANSIT_TOLERANCE_S = 0.01
 
+# Transits are refined further, to well under the microsecond a datetime holds, so the same
+# transit comes out identical whatever window was searched (a window may start at one).
+_TRANSIT_REPRODUCIBLE_S = 1e-7
+
 _MAX_REFINEMENTS = 8
 
 # The array's machines have no network, and the service runs unattended for months. By
@@ -159,8 +163,10 @@ def meridian_transits(
     span_s = (t_end - t_start).sec
     offsets = first + SIDEREAL_DAY_S * np.arange(-1, int(span_s // SIDEREAL_DAY_S) + 2)
     times = _refine_transits(ra_deg, dec_deg, t_start + offsets * u.s, site)
-    inside = (times >= t_start) & (times < t_end)
-    return [_to_datetime(t) for t in times[inside]]
+    # Compared as the datetimes returned, so a window that starts at a returned transit
+    # (to the microsecond) includes it.
+    first_in, end_out = _to_datetime(t_start), _to_datetime(t_end)
+    return [moment for moment in map(_to_datetime, times) if first_in <= moment < end_out]
 
 
 def _refine_transits(ra_deg: float, dec_deg: float, guesses: Time, site: Site) -> Time:
@@ -169,7 +175,7 @@ def _refine_transits(ra_deg: float, dec_deg: float, guesses: Time, site: Site) -
     for _ in range(_MAX_REFINEMENTS):
         ha_s = apparent_hour_angle_deg(ra_deg, dec_deg, times, site) / 360.0 * SIDEREAL_DAY_S
         times = times - ha_s * u.s
-        if np.max(np.abs(ha_s)) < TRANSIT_TOLERANCE_S:
+        if np.max(np.abs(ha_s)) < _TRANSIT_REPRODUCIBLE_S:
             return times
     raise ValueError(
         f"meridian transit of RA {ra_deg} Dec {dec_deg} did not converge in "

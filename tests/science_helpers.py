@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.coordinates import EarthLocation
@@ -14,6 +16,7 @@ from astropy.time import Time
 from pyuvdata.utils.phasing import calc_app_coords
 from pyuvdata.utils.times import get_lst_for_time
 
+from reconciler.io.simulator import PointSource, equivalent_sefd_jy, write_reference_catalogue
 from reconciler.sky import SITE_HEIGHT_M, SITE_LATITUDE_DEG, SITE_LONGITUDE_DEG
 
 _SITE = (SITE_LATITUDE_DEG, SITE_LONGITUDE_DEG, SITE_HEIGHT_M)
@@ -160,4 +163,23 @@ def solve_arguments(ms: Path, calibrator, truth, out: Path) -> dict:
         "spectral_index": calibrator.spectral_index,
         "refant": truth.antenna_names[0],
         "out_prefix": str(out / calibrator.name),
+    }
+
+
+def simulated_quality(
+    directory: Path,
+    sources: Iterable[PointSource],
+    noise_jy: float,
+    channels_per_subband: int,
+    noise_ratio_fail: float,
+) -> dict[str, Any]:
+    """``[qa]`` settings for simulated data: the simulator's noise as an SEFD at efficiency
+    1, the injected ``sources`` as the reference catalogue (written into ``directory``), and
+    ``noise_ratio_fail``: small arrays with a bright calibrator in the field are limited by
+    its sidelobes, tens of times above the thermal noise, not by the noise itself."""
+    return {
+        "sefd_jy": equivalent_sefd_jy(noise_jy, channels_per_subband),
+        "efficiency": 1.0,
+        "reference_catalogue": write_reference_catalogue(directory / "reference.csv", sources),
+        "noise_ratio_fail": noise_ratio_fail,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,6 +114,20 @@ def equivalent_sefd_jy(
     simulator's ``noise_jy`` on each of its real and imaginary parts: σ = SEFD / sqrt(2 Δν τ),
     with Δν the channel width and τ the integration time."""
     return noise_jy * math.sqrt(2.0 * SUBBAND_SPAN_HZ / channels_per_subband * integration_s)
+
+
+def write_reference_catalogue(
+    path: Path, sources: Iterable[PointSource], frequency_hz: float = 1.4e9
+) -> Path:
+    """Write ``sources`` as a reference catalogue for the quality assessment: a CSV of
+    name, RA, Dec (deg) and flux density (Jy) at ``frequency_hz``, the truth the
+    simulated data hold."""
+    rows = (
+        f"{s.name},{s.ra_deg!r},{s.dec_deg!r},{float(s.flux_at(np.array([frequency_hz]))[0])!r}\n"
+        for s in sources
+    )
+    path.write_text("name,ra_deg,dec_deg,flux_jy\n" + "".join(rows))
+    return path
 
 
 def calibrator_field_sources() -> tuple[PointSource, ...]:

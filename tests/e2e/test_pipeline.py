@@ -51,7 +51,6 @@ from reconciler.desired.explicit import request_window
 from reconciler.io.simulator import (
     PointSource,
     SimulationTruth,
-    equivalent_sefd_jy,
     simulate_observations,
 )
 from reconciler.io.usage import tree_bytes
@@ -61,7 +60,12 @@ from reconciler.sky import meridian_transits
 from reconciler.status import quality_reports, status_rows
 from reconciler.steps import product_registry
 from tests.conftest import make_settings, unavailable
-from tests.science_helpers import gain_errors, point_source_peak, solved_total_gains
+from tests.science_helpers import (
+    gain_errors,
+    point_source_peak,
+    simulated_quality,
+    solved_total_gains,
+)
 from tests.world import DEC
 
 pytestmark = pytest.mark.e2e
@@ -121,14 +125,6 @@ def pipeline_settings(
     """Demo-scale product settings on a SQLite database under ``tmp_path``; the quality
     assessment knows the simulated noise (as an SEFD) and takes ``reference`` (the injected
     sources) as its reference catalogue."""
-    reference_file = tmp_path / "reference.csv"
-    reference_file.write_text(
-        "name,ra_deg,dec_deg,flux_jy\n"
-        + "".join(
-            f"{s.name},{s.ra_deg},{s.dec_deg},{s.flux_at(np.array([1.4e9]))[0]}\n"
-            for s in reference
-        )
-    )
     settings = make_settings(
         tmp_path,
         f"sqlite:///{tmp_path / 'reconciler.sqlite'}",
@@ -137,14 +133,11 @@ def pipeline_settings(
         imaging={"field_of_view_deg": FIELD_OF_VIEW_DEG, "niter": 1000},
         passes={"workers": 2, "max_actions": 200},
         lease={"seconds": 20.0, "heartbeat_seconds": 2.0},
-        qa={
-            "sefd_jy": equivalent_sefd_jy(NOISE_JY, CHANNELS_PER_SUBBAND),
-            "efficiency": 1.0,
-            "reference_catalogue": reference_file,
-            # Sixteen antennas: the 8.8 Jy calibrator's sidelobes, not the thermal noise,
-            # set the rms (tens of times thermal), as in the demo.
-            "noise_ratio_fail": DYNAMIC_RANGE_LIMITED_NOISE_RATIO,
-        },
+        # Sixteen antennas: the 8.8 Jy calibrator's sidelobes, not the thermal noise,
+        # set the rms (tens of times thermal), as in the demo.
+        qa=simulated_quality(
+            tmp_path, reference, NOISE_JY, CHANNELS_PER_SUBBAND, DYNAMIC_RANGE_LIMITED_NOISE_RATIO
+        ),
     )
     return replace(settings, paths=replace(settings.paths, incoming=incoming))
 
