@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the project runs: wsclean (the second imaging backend). Installed with
-# apt-get when missing; nothing is done when they are there already.
+# Debian packages the project runs: wsclean (the second imaging backend) and chromium (the
+# headless browser the web page is tested in). Installed with apt-get when missing; nothing
+# is done when they are there already.
 set -euo pipefail
 
 missing=()
 command -v wsclean > /dev/null || missing+=(wsclean)
+command -v chromium > /dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -37,6 +37,8 @@ EXAMPLES = {
     "resume": "reconciler resume 3",
     "cancel": "reconciler cancel 3",
     "config": "reconciler config --json",
+    "web": "reconciler web                  # http://127.0.0.1:8110/\n"
+    "  reconciler web --host 0.0.0.0 --allow-remote --port 8110   # behind a reverse proxy",
     "demo": "reconciler demo --dir var/demo",
     "simulate": "reconciler simulate --out var/incoming --start 2025-03-01T07:30:00 "
     "--minutes 60 --dec 55.57",
@@ -165,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "give up on a group for good"),
     ):
         add(name, text).add_argument("group", type=int, help="mosaic group id")
+    web = add("web", "serve the read-only web pages and JSON API over the database")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    web.add_argument("--port", type=int, default=8110, help="port (default 8110)")
+    web.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding to an address other than localhost (the site has no "
+        "authentication: put it behind a reverse proxy that has)",
+    )
     config = add("config", "print the effective settings (password hidden)")
     config.add_argument("--json", action="store_true", help="print JSON")
     demo = add("demo", "simulate an hour around a 0834+555 transit and publish its mosaic")

@@ -401,6 +401,13 @@ def _group_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.web.serve import serve_web
+
+    serve_web(settings, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from reconciler.demo import run_demo
 
@@ -494,6 +501,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "resume": _group_command,
     "cancel": _group_command,
     "config": cmd_config,
+    "web": cmd_web,
     "demo": cmd_demo,
     "simulate": cmd_simulate,
     "calibrators": cmd_calibrators,

@@ -1,0 +1,1 @@
+"""The read-only web site of ``reconciler web`` (:mod:`reconciler.web.app`)."""
