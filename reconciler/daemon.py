@@ -15,16 +15,23 @@ from reconciler.conditions import RepeatedCondition
 from reconciler.config import Settings
 from reconciler.db.migrate import require_head
 from reconciler.errors import describe
+from reconciler.metrics import ServiceMetrics
 from reconciler.service import Reconciler
 
 log = logging.getLogger("reconciler")
 
 
-def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
+def serve(
+    reconciler: Reconciler,
+    *,
+    install_signals: bool = True,
+    metrics: ServiceMetrics | None = None,
+) -> None:
     """Run passes on the configured schedule until SIGTERM/SIGINT; one pass at a time.
 
     Missed runs are coalesced into one, and a pass never overlaps the previous one. On a
     signal the current action's child is stopped and its claim released before exiting.
+    Each pass's report is counted in ``metrics`` when given.
     """
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.cron import CronTrigger
@@ -53,6 +60,8 @@ def serve(reconciler: Reconciler, *, install_signals: bool = True) -> None:
             )
             return
         trouble.clear("passes run again")
+        if metrics is not None:
+            metrics.observe_pass(report)
         log.info(
             "pass: %d action(s), %d failed, %d queued, %d lease(s) reclaimed, %.1f s",
             len(report.actions),

@@ -25,6 +25,7 @@ from reconciler.progress import follow
 from reconciler.service import Reconciler
 from reconciler.status import STATUS_COLUMNS, render_table, status_rows
 from reconciler.steps import product_registry
+from reconciler.web.serve import site_in_background
 
 CALIBRATOR = "0834+555"
 DEC_DEG = 55.57
@@ -113,6 +114,15 @@ def simulate_demo_data(directory: Path, transit: datetime) -> None:
     )
 
 
+def _linger(url: str, out: TextIO) -> None:
+    """Keep the page up for the person at the terminal until they press Ctrl-C."""
+    print(f"the page stays up at {url} until Ctrl-C", file=out, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("", file=out)
+
+
 def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int:
     """Set up, simulate if needed, request the window, run until published; 0 on success."""
     settings = demo_settings(base.absolute(), settings)
@@ -155,15 +165,22 @@ def run_demo(base: Path, settings: Settings, *, out: TextIO = sys.stdout) -> int
     worker = threading.Thread(target=serve, name="demo-service", daemon=True)
     worker.start()
     try:
-        progress = follow(engine, request.group_id, timeout=1800, out=out)
+        with site_in_background(engine, settings) as url:
+            if url is not None:
+                print(f"watch it fill in: {url}", file=out, flush=True)
+            progress = follow(engine, request.group_id, timeout=1800, out=out)
+            stop.set()
+            worker.join()
+            with reading(engine) as conn:
+                rows = status_rows(conn)
+            print(render_table(rows, STATUS_COLUMNS), file=out)
+            if progress.phase != "published":
+                print(f"demo ended in phase {progress.phase}: {progress.reason}", file=out)
+                return 1
+            print(f"\npublished mosaic: {progress.published_path}", file=out)
+            if url is not None and sys.stdin.isatty():
+                _linger(url, out)
     finally:
         stop.set()
         worker.join()
-    with reading(engine) as conn:
-        rows = status_rows(conn)
-    print(render_table(rows, STATUS_COLUMNS), file=out)
-    if progress.phase != "published":
-        print(f"demo ended in phase {progress.phase}: {progress.reason}", file=out)
-        return 1
-    print(f"\npublished mosaic: {progress.published_path}", file=out)
     return 0

@@ -8,13 +8,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, and_, case, func, or_, select, text, type_coerce
 
 from reconciler.config import Settings
-from reconciler.db.models import Event, Image, QualityReport, RegistryEntry
+from reconciler.db.models import (
+    Action,
+    Event,
+    Image,
+    MosaicGroup,
+    Observation,
+    QualityReport,
+    RegistryEntry,
+)
 from reconciler.db.types import UTCDateTime
 from reconciler.io.usage import free_bytes, tree_bytes
-from reconciler.model import Plan
+from reconciler.model import Phase, Plan
 from reconciler.naming import quality_figure_of
 from reconciler.observe import Snapshot
 
@@ -365,3 +373,88 @@ def light_curve_report(curves: list[dict[str, Any]]) -> str:
             f"{len(rows)} measurement(s)\n" + render_table(rows, LIGHT_CURVE_COLUMNS, width=120)
         )
     return "\n\n".join(blocks)
+
+
+def queue(conn: Connection, now: datetime) -> dict[str, Any]:
+    """The action queue: counts of pending (ready now), backing off (pending, not before a
+    later time), running and failed actions; the age in seconds of the oldest action ready
+    to run; the workers holding leases and the running actions."""
+    backing_off = and_(Action.state == "pending", Action.not_before > now)
+    state = case((backing_off, "backing_off"), else_=Action.state)
+    counts = dict(
+        conn.execute(
+            select(state, func.count())
+            .where(Action.state.in_(("pending", "running", "failed")))
+            .group_by(state)
+        ).all()
+    )
+    ready_since = func.coalesce(Action.not_before, Action.created_at)
+    oldest = conn.execute(
+        select(type_coerce(func.min(ready_since), UTCDateTime())).where(
+            Action.state == "pending", or_(Action.not_before.is_(None), Action.not_before <= now)
+        )
+    ).scalar()
+    leases = [
+        dict(row._mapping)
+        for row in conn.execute(
+            select(
+                Action.lease_owner.label("owner"),
+                func.count().label("actions"),
+                func.min(Action.lease_expires_at).label("first_expiry"),
+                func.max(Action.heartbeat_at).label("last_heartbeat"),
+            )
+            .where(Action.state == "running")
+            .group_by(Action.lease_owner)
+            .order_by(Action.lease_owner)
+        )
+    ]
+    running = [
+        dict(row._mapping)
+        for row in conn.execute(
+            select(
+                Action.id,
+                Action.kind,
+                Action.target,
+                Action.group_id,
+                Action.attempts,
+                Action.lease_owner,
+                Action.started_at,
+                Action.lease_expires_at,
+            )
+            .where(Action.state == "running")
+            .order_by(Action.started_at)
+        )
+    ]
+    return {
+        "pending": counts.get("pending", 0),
+        "oldest_pending_age_seconds": None if oldest is None else (now - oldest).total_seconds(),
+        "backing_off": counts.get("backing_off", 0),
+        "running": counts.get("running", 0),
+        "failed": counts.get("failed", 0),
+        "leases": leases,
+        "running_actions": running,
+    }
+
+
+def lag(conn: Connection, now: datetime) -> dict[str, Any]:
+    """How far the published mosaics are behind the array: the end of the newest
+    observation, of the newest published window, the difference in seconds, and the age
+    of the newest observation."""
+    newest_data = conn.execute(select(func.max(Observation.end_time))).scalar()
+    newest_published = conn.execute(
+        select(func.max(MosaicGroup.window_end)).where(MosaicGroup.phase == Phase.PUBLISHED)
+    ).scalar()
+    behind = None
+    if newest_data is not None:
+        behind = (newest_data - (newest_published or newest_data)).total_seconds()
+        if newest_published is None:
+            first = conn.execute(select(func.min(Observation.start_time))).scalar()
+            behind = (newest_data - first).total_seconds()
+    return {
+        "newest_observation_end": newest_data,
+        "newest_published_window_end": newest_published,
+        "lag_seconds": None if behind is None else max(behind, 0.0),
+        "newest_observation_age_seconds": (
+            None if newest_data is None else (now - newest_data).total_seconds()
+        ),
+    }

@@ -11,7 +11,8 @@ from reconciler.desired.centred import DEFAULT_TIMESPAN_MINUTES
 EXAMPLES = {
     "init": "reconciler init",
     "run": "reconciler run            # the service, on the configured schedule\n"
-    "  reconciler run --once     # one pass, then exit (status 1 if an action failed)",
+    "  reconciler run --once     # one pass, then exit (status 1 if an action failed)\n"
+    "  reconciler run --metrics-port 9110 --metrics-host 0.0.0.0   # Prometheus /metrics",
     "request": "reconciler request --start 2025-01-01T00:00:00 --end 2025-01-01T00:50:00\n"
     "  reconciler request --calibrator 0834+555 --timespan-minutes 50 --wait --timeout 7200\n"
     "  reconciler request --new-version 3     # re-mosaic a published group (late data)",
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", "run the reconcile service (APScheduler) until SIGTERM/SIGINT")
     run.add_argument("--once", action="store_true", help="run one pass and exit")
     run.add_argument("--workers", type=int, help="actions performed at once (default: config)")
+    run.add_argument(
+        "--metrics-port", type=int, help="expose Prometheus metrics on this port (/metrics)"
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics are served on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
     _add_request(
         add(
             "request",

@@ -104,7 +104,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     reconciler = Reconciler(engine, settings, load_registry(settings))
     if not args.once:
-        serve(reconciler)  # waits for the database if it is down
+        metrics = None
+        if args.metrics_port is not None:
+            from reconciler.metrics import ServiceMetrics
+
+            metrics = ServiceMetrics(engine)
+            metrics.serve(args.metrics_port, args.metrics_host)
+        serve(reconciler, metrics=metrics)  # waits for the database if it is down
         return 0
     require_head(engine)
     report = reconciler.run_pass()

@@ -5,7 +5,7 @@ shaded. Agg canvas, no pyplot state."""
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -60,8 +60,10 @@ def timeline_png(timeline: dict[str, Any]) -> bytes:
         _lane(
             axes,
             base + 1.0,
-            [(o["start_time"], o["end_time"]) for o in strip["observations"]],
-            [OBSERVATION_COLOURS[o["state"]] for o in strip["observations"]],
+            *_runs(
+                [(o["start_time"], o["end_time"]) for o in strip["observations"]],
+                [OBSERVATION_COLOURS[o["state"]] for o in strip["observations"]],
+            ),
         )
         _lane(
             axes,
@@ -129,8 +131,37 @@ def _extent(timeline: dict[str, Any]) -> tuple[float, float]:
     return first - pad, last + pad
 
 
+#: Matplotlib's date number of the Unix epoch: a date number is this plus days since it
+#: (one subtraction instead of matplotlib's conversion of each datetime).
+_EPOCH_NUM = float(date2num(datetime(1970, 1, 1, tzinfo=UTC)))
+
+
+def _num(moment: datetime) -> float:
+    return _EPOCH_NUM + moment.timestamp() / 86_400.0
+
+
 def _span(start: datetime, end: datetime) -> tuple[float, float]:
-    return float(date2num(start)), float(date2num(end))
+    return _num(start), _num(end)
+
+
+#: Spans this close are drawn as one.
+_JOIN = timedelta(seconds=2)
+
+
+def _runs(
+    spans: list[tuple[datetime, datetime]], colours: list[str]
+) -> tuple[list[tuple[datetime, datetime]], list[str]]:
+    """Back-to-back spans of one colour (apart by at most ``_JOIN``) joined into one: a
+    week is ~2,000 observations."""
+    joined: list[tuple[datetime, datetime]] = []
+    joined_colours: list[str] = []
+    for (start, end), colour in zip(spans, colours, strict=True):
+        if joined and joined_colours[-1] == colour and start <= joined[-1][1] + _JOIN:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+            joined_colours.append(colour)
+    return joined, joined_colours
 
 
 def _lane(axes: Any, y: float, spans: list[tuple[datetime, datetime]], colours: list[str]) -> None:

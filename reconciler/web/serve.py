@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
+from sqlalchemy import Engine
 
 from reconciler.config import Settings
 from reconciler.db.engine import engine_for
@@ -44,3 +50,31 @@ def serve_web(settings: Settings, *, host: str, port: int, allow_remote: bool) -
     require_head(engine)
     log.info("web: serving http://%s:%d/", host, port)
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def site_in_background(
+    engine: Engine, settings: Settings, *, port: int = 8110
+) -> Iterator[str | None]:
+    """Serve the site on localhost from a thread while the block runs; yields its URL (on
+    ``port``, or a free port when that one is taken), or None when it could not start."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10.0
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/" if server.started else None
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10.0)
