@@ -269,7 +269,20 @@ class ActionSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
+    """``format``: ``text`` (one line for people) or ``json`` (one JSON object per line,
+    for log shippers)."""
+
     level: str = "INFO"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class DoctorSettings:
+    """``reconciler doctor`` warns when a root's filesystem has less than ``min_free_gb``
+    free, and counts a service as seen when it wrote within ``service_seen_minutes``."""
+
+    min_free_gb: float = 50.0
+    service_seen_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -296,6 +309,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
     source: str = "built-in defaults"
 
     @property
@@ -461,6 +475,7 @@ def _validate(s: Settings, label: str) -> None:
             if f.name not in {"reference_catalogue", "reference_spectral_index"}
         },
         "catalogue.association_radius_beams": s.catalogue.association_radius_beams,
+        "doctor.service_seen_minutes": s.doctor.service_seen_minutes,
     }
     for key, value in positive.items():
         if not (math.isfinite(value) and value > 0):
@@ -473,6 +488,7 @@ def _validate(s: Settings, label: str) -> None:
         "imaging.threshold_jy": s.imaging.threshold_jy,
         "verification.interval_hours": s.verification.interval_hours,
         "retention.keep_hours": s.retention.keep_hours,
+        "doctor.min_free_gb": s.doctor.min_free_gb,
         "retention.log_keep": s.retention.log_keep,
         "pass.resync_minutes": s.passes.resync_minutes,
     }
@@ -518,6 +534,8 @@ def _validate(s: Settings, label: str) -> None:
         raise ConfigError(f"{label}: actions.registry must look like 'package.module:function'")
     if s.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{label}: logging.level must be DEBUG, INFO, WARNING or ERROR")
+    if s.logging.format not in {"text", "json"}:
+        raise ConfigError(f"{label}: logging.format must be text or json")
     if s.schedule.cron:
         from apscheduler.triggers.cron import CronTrigger
 

@@ -38,6 +38,8 @@ EXAMPLES = {
     "resume": "reconciler resume 3",
     "cancel": "reconciler cancel 3",
     "config": "reconciler config --json",
+    "doctor": "reconciler doctor          # exit status 1 when a check failed\n"
+    "  reconciler doctor --json",
     "web": "reconciler web                  # http://127.0.0.1:8110/\n"
     "  reconciler web --host 0.0.0.0 --allow-remote --port 8110   # behind a reverse proxy",
     "demo": "reconciler demo --dir var/demo",
@@ -185,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow binding to an address other than localhost (the site has no "
         "authentication: put it behind a reverse proxy that has)",
     )
+    doctor = add(
+        "doctor",
+        "check the configuration, database, roots and free space, CASA, the imager, "
+        "calibrators, clock, leases and running services",
+    )
+    doctor.add_argument(
+        "--no-casa", action="store_true", help="skip running CASA (the check takes seconds)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
     config = add("config", "print the effective settings (password hidden)")
     config.add_argument("--json", action="store_true", help="print JSON")
     demo = add("demo", "simulate an hour around a 0834+555 transit and publish its mosaic")

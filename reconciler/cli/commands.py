@@ -407,6 +407,14 @@ def _group_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.doctor import as_dicts, report_text, run_checks
+
+    checks = run_checks(settings, _engine(settings), casa=not args.no_casa)
+    _print(as_dicts(checks), args.json, lambda: report_text(checks))
+    return 1 if any(check.verdict == "fail" for check in checks) else 0
+
+
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     from reconciler.web.serve import serve_web
 
@@ -508,6 +516,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "cancel": _group_command,
     "config": cmd_config,
     "web": cmd_web,
+    "doctor": cmd_doctor,
     "demo": cmd_demo,
     "simulate": cmd_simulate,
     "calibrators": cmd_calibrators,

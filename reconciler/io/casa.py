@@ -450,14 +450,32 @@ def _solution_quality(caltable: str) -> tuple[float, float]:
     return (float(np.median(good)) if good.size else 0.0, float(flags.mean()))
 
 
+def check_casa(scratch: str) -> dict[str, Any]:
+    """Run CASA for real on a tiny image made in ``scratch`` (a tool and a task): its
+    version and the pixels the task counted (64)."""
+    import casatasks
+    import casatools
+
+    image = str(Path(scratch) / "doctor.im")
+    tool = casatools.image()
+    try:
+        tool.fromshape(image, [8, 8, 1, 1], overwrite=True)
+    finally:
+        tool.close()
+    statistics = casatasks.imstat(imagename=image)
+    return {"casa_version": casatools.version_string(), "pixels": int(statistics["npts"][0])}
+
+
 def _main(argv: Sequence[str]) -> int:
-    """``python -m reconciler.io.casa {solve|apply} '<json keyword arguments>'``."""
-    if len(argv) != 2 or argv[0] not in ("solve", "apply"):
+    """``python -m reconciler.io.casa {solve|apply|check} '<json keyword arguments>'``."""
+    if len(argv) != 2 or argv[0] not in ("solve", "apply", "check"):
         print(__doc__, file=sys.stderr)
         return 2
     arguments: dict[str, Any] = json.loads(argv[1])
     if argv[0] == "solve":
         result: Any = asdict(solve_calibration(**arguments))
+    elif argv[0] == "check":
+        result = check_casa(**arguments)
     else:
         result = {"out_ms": apply_calibration(**arguments)}
     print(json.dumps(result))
