@@ -7,10 +7,12 @@ out.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import OperationalError
 
@@ -25,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        _configure_logging(args.log_level or settings.logging.level)
+        _configure_logging(
+            args.log_level or settings.logging.level, args.log_format or settings.logging.format
+        )
         return COMMANDS[args.command](args, settings)
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
@@ -42,12 +46,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, form: str = "text") -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
     logging.Formatter.converter = time.gmtime
+    if form == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: ``time`` (UTC, ISO 8601), ``level``,
+    ``logger``, ``message``, and ``exception`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="settings file (default: RECONCILER_CONFIG, then config/reconciler.toml)"
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text (default: logging.format) or json: one JSON object per line",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
