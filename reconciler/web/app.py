@@ -25,7 +25,7 @@ from reconciler.db.provenance import product_provenance
 from reconciler.io.confine import inside
 from reconciler.io.timeline_plot import OBSERVATION_COLOURS, phase_colour, timeline_png
 from reconciler.model import Phase
-from reconciler.status import jsonable
+from reconciler.status import jsonable, lag, queue
 from reconciler.web import data
 from reconciler.web.data import Filters
 
@@ -88,8 +88,8 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             return {
                 "span": {"start": span.start, "end": span.end},
                 "counts": data.phase_counts(conn, view, span, tolerance),
-                "lag": data.lag(conn, now),
-                "queue": data.queue(conn, now),
+                "lag": lag(conn, now),
+                "queue": queue(conn, now),
                 "status": data.status(conn, view, span, tolerance),
                 "strips": data.strips(conn, span, tolerance),
             }
@@ -165,7 +165,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     @app.get("/api/queue")
     def api_queue() -> JSONResponse:
         with reading(engine) as conn:
-            return _json(data.queue(conn, datetime.now(UTC)))
+            return _json(queue(conn, datetime.now(UTC)))
 
     @app.get("/api/events")
     def api_events(

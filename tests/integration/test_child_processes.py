@@ -45,7 +45,7 @@ def test_the_whole_process_group_ends_and_the_child_cleans_up(tmp_path, ending):
         return True
 
     outcome = run_in_child(
-        "tests.engine_actions:spawn_and_hang",
+        "tests.engine_children:spawn_and_hang",
         {"work": str(tmp_path)},
         ChildLimits(timeout_seconds=4.0 if ending == "timeout" else 120.0, heartbeat_seconds=0.3),
         renew_lease=renew,
@@ -68,7 +68,7 @@ def test_an_error_while_supervising_stops_the_child_before_its_scratch_goes(tmp_
 
     with pytest.raises(TimeoutError):
         run_in_child(
-            "tests.engine_actions:spawn_and_hang",
+            "tests.engine_children:spawn_and_hang",
             {"work": str(tmp_path)},
             ChildLimits(timeout_seconds=120.0, heartbeat_seconds=0.3),
             renew_lease=renew,

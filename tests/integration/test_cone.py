@@ -30,7 +30,7 @@ from reconciler.sky import angular_separation_deg
 from reconciler.skycells import FOOTPRINT_ORDER, area_sq_deg
 from reconciler.steps import publish
 from tests import engine_actions
-from tests.engine_actions import SKY_MOSAIC_RADIUS_DEG, sky_mosaic_centre
+from tests.engine_children import SKY_MOSAIC_RADIUS_DEG, sky_mosaic_centre
 from tests.world import OBSERVATION, T0, add_observations, add_solution
 
 LATER = T0 + timedelta(hours=24)
@@ -41,7 +41,7 @@ def sky_registry() -> ActionRegistry:
     the real publish."""
     sky_mosaic = ActionHandler(
         kind=ActionKind.MOSAIC,
-        run="tests.engine_actions:stage_sky_mosaic",
+        run="tests.engine_children:stage_sky_mosaic",
         prepare=engine_actions.prepare,
         record=engine_actions.record,
         product_exists=lambda path: Path(path).exists(),

@@ -35,7 +35,7 @@ from reconciler.errors import RequestError
 from reconciler.fingerprint import fingerprints
 from reconciler.service import Reconciler
 from reconciler.status import provenance_report
-from tests import engine_actions
+from tests import engine_actions, engine_children
 from tests.conftest import write_config
 from tests.world import DEC, OBSERVATION, T0, add_observations, add_solution
 
@@ -94,7 +94,7 @@ def versions(engine: Engine, group: int) -> list:
 
 
 def runs(settings: Settings) -> list[str]:
-    path = settings.paths.work / engine_actions.RUNS_FILE
+    path = settings.paths.work / engine_children.RUNS_FILE
     if not path.exists():
         return []
     return [json.loads(line)["label"] for line in path.read_text().splitlines()]

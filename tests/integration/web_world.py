@@ -9,7 +9,6 @@ publishing, one imaging under a worker's live lease and one backing off.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,32 +39,11 @@ class WebWorld:
     groups: dict[str, int]
 
 
-def stage_previewed_mosaic(payload: dict) -> dict:
-    """The sky mosaic of :func:`tests.engine_actions.stage_sky_mosaic` and a real PNG
-    quicklook of it beside it, as the mosaic step writes one."""
-    import numpy as np
-    from astropy.io import fits
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    result = engine_actions.stage_sky_mosaic(payload)
-    mosaic = Path(result["path"])
-    preview = mosaic.with_name("mosaic.png")
-    if not preview.exists():
-        figure = Figure(figsize=(4, 4))
-        FigureCanvasAgg(figure)
-        figure.add_subplot().imshow(np.nan_to_num(fits.getdata(mosaic)), origin="lower")
-        tmp = preview.with_name(f".{preview.name}.tmp{os.getpid()}")
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, preview)
-    return result
-
-
 def registry() -> ActionRegistry:
     """The test actions, with the previewed sky mosaic and the real publish."""
     mosaic = ActionHandler(
         kind=ActionKind.MOSAIC,
-        run="tests.integration.web_world:stage_previewed_mosaic",
+        run="tests.engine_children:stage_previewed_mosaic",
         prepare=engine_actions.prepare,
         record=engine_actions.record,
         product_exists=lambda path: Path(path).exists(),
