@@ -271,7 +271,10 @@ def _image_loaded(page, selector: str) -> bool:
 def _screenshot(page, name: str, backend: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-{backend}.png"), full_page=True)
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" and backend == "sqlite":
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" and (name, backend) == (
+        "overview",
+        "sqlite",
+    ):
         page.screenshot(path=str(REPO / "docs" / f"web-{name}.png"), full_page=True)
 
 
