@@ -47,15 +47,21 @@ def registry() -> ActionRegistry:
 
 def fits_registry() -> ActionRegistry:
     """The test actions, with a mosaic step that stages real FITS and the real publish."""
-    fits_mosaic = ActionHandler(
+    return publishing_registry("tests.engine_children:stage_fits_mosaic")
+
+
+def publishing_registry(mosaic_run: str) -> ActionRegistry:
+    """The test actions, with the mosaic step ``mosaic_run`` (``"module:function"``, run in
+    the child) staging a real FITS mosaic, and the real publish."""
+    mosaic = ActionHandler(
         kind=ActionKind.MOSAIC,
-        run="tests.engine_children:stage_fits_mosaic",
+        run=mosaic_run,
         prepare=prepare,
         record=record,
         product_exists=lambda path: Path(path).exists(),
     )
     kept = [h for h in registry() if h.kind not in (ActionKind.MOSAIC, ActionKind.PUBLISH)]
-    return ActionRegistry([*kept, fits_mosaic, publish.HANDLER])
+    return ActionRegistry([*kept, mosaic, publish.HANDLER])
 
 
 def prepare(conn: Connection, claimed: ClaimedAction, settings: Settings) -> dict[str, Any]:

@@ -21,14 +21,12 @@ from reconciler.db.cone import cone_sql
 from reconciler.db.engine import reading, writing
 from reconciler.db.models import Footprint, FootprintCell, RegistryEntry, Source
 from reconciler.desired.explicit import request_window
-from reconciler.engine.registry import ActionHandler, ActionRegistry
+from reconciler.engine.registry import ActionRegistry
 from reconciler.io.coverage import read_coverage
-from reconciler.model import ActionKind
 from reconciler.naming import coverage_path
 from reconciler.service import Reconciler
 from reconciler.sky import angular_separation_deg
 from reconciler.skycells import FOOTPRINT_ORDER, area_sq_deg
-from reconciler.steps import publish
 from tests import engine_actions
 from tests.engine_children import SKY_MOSAIC_RADIUS_DEG, sky_mosaic_centre
 from tests.world import OBSERVATION, T0, add_observations, add_solution
@@ -39,19 +37,7 @@ LATER = T0 + timedelta(hours=24)
 def sky_registry() -> ActionRegistry:
     """The test actions, with a mosaic step that stages a real FITS mosaic with blanks and
     the real publish."""
-    sky_mosaic = ActionHandler(
-        kind=ActionKind.MOSAIC,
-        run="tests.engine_children:stage_sky_mosaic",
-        prepare=engine_actions.prepare,
-        record=engine_actions.record,
-        product_exists=lambda path: Path(path).exists(),
-    )
-    kept = [
-        h
-        for h in engine_actions.registry()
-        if h.kind not in (ActionKind.MOSAIC, ActionKind.PUBLISH)
-    ]
-    return ActionRegistry([*kept, sky_mosaic, publish.HANDLER])
+    return engine_actions.publishing_registry("tests.engine_children:stage_sky_mosaic")
 
 
 def publish_window(engine, settings, start) -> RegistryEntry:

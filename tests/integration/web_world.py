@@ -19,10 +19,8 @@ from reconciler.config import Settings
 from reconciler.db.engine import make_engine, writing
 from reconciler.db.models import Action, MosaicGroup
 from reconciler.desired.explicit import request_window
-from reconciler.engine.registry import ActionHandler, ActionRegistry
-from reconciler.model import ActionKind
+from reconciler.engine.registry import ActionRegistry
 from reconciler.service import Reconciler
-from reconciler.steps import publish
 from tests import engine_actions
 from tests.conftest import make_settings
 from tests.world import DEC, OBSERVATION, T0, add_observations, add_solution
@@ -41,19 +39,7 @@ class WebWorld:
 
 def registry() -> ActionRegistry:
     """The test actions, with the previewed sky mosaic and the real publish."""
-    mosaic = ActionHandler(
-        kind=ActionKind.MOSAIC,
-        run="tests.engine_children:stage_previewed_mosaic",
-        prepare=engine_actions.prepare,
-        record=engine_actions.record,
-        product_exists=lambda path: Path(path).exists(),
-    )
-    kept = [
-        h
-        for h in engine_actions.registry()
-        if h.kind not in (ActionKind.MOSAIC, ActionKind.PUBLISH)
-    ]
-    return ActionRegistry([*kept, mosaic, publish.HANDLER])
+    return engine_actions.publishing_registry("tests.engine_children:stage_previewed_mosaic")
 
 
 def build_world(url: str, root: Path) -> WebWorld:
