@@ -100,7 +100,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
 
     def group_data(group_id: int) -> dict[str, Any]:
         with reading(engine) as conn:
-            found = data.group(conn, group_id, products_root)
+            found = data.group(conn, group_id, products_root, settings.paths.work)
             if found is None:
                 raise HTTPException(404, f"no mosaic group {group_id}")
             found["provenance"] = product_provenance(conn, group_id=group_id)
@@ -135,8 +135,16 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     def group_page(request: Request, group_id: int) -> HTMLResponse:
         found = group_data(group_id)
         current = found["products"][0] if found["products"] else None
-        images = [] if current is None else [f for f in current["files"] if _is_png(f)]
-        return page(request, "group.html", group=found, images=images, colour=phase_colour)
+        quicklooks = [] if current is None else [f for f in current["files"] if _quicklook(f)]
+        return page(request, "group.html", group=found, quicklooks=quicklooks, colour=phase_colour)
+
+    @app.get("/groups/{group_id}/qa/{generation}.png")
+    def qa_figure(group_id: int, generation: int) -> FileResponse:
+        with reading(engine) as conn:
+            path = data.qa_figure(conn, group_id, generation, [products_root, settings.paths.work])
+        if path is None:
+            raise HTTPException(404, "no such QA figure")
+        return FileResponse(path.resolve(), media_type="image/png")
 
     @app.get("/failures", response_class=HTMLResponse)
     def failures_page(request: Request) -> HTMLResponse:
@@ -189,5 +197,7 @@ def _json(value: Any) -> JSONResponse:
     return JSONResponse(jsonable(value))
 
 
-def _is_png(file: dict[str, Any]) -> bool:
-    return file["url"] is not None and file["path"].endswith(".png")
+def _quicklook(file: dict[str, Any]) -> bool:
+    """The quicklook PNG beside a mosaic (not its QA figure)."""
+    name = file["path"]
+    return file["url"] is not None and name.endswith(".png") and not name.endswith(".qa.png")

@@ -271,9 +271,12 @@ def _gaps(observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return gaps
 
 
-def group(conn: Connection, group_id: int, products_root: Path) -> dict[str, Any] | None:
+def group(
+    conn: Connection, group_id: int, products_root: Path, work_root: Path
+) -> dict[str, Any] | None:
     """Everything the mosaic page shows of one group: its status row, members (each with
-    its furthest step), quality assessments, published products and their files, events.
+    its furthest step), quality assessments (each with ``figure_url``, the link to its QA
+    figure, None when there is none to show), published products and their files, events.
     None when there is no such group."""
     rows = conn.execute(
         text(f"SELECT {', '.join(STATUS_COLUMNS)} FROM mosaic_status WHERE group_id = :g")
@@ -299,10 +302,33 @@ def group(conn: Connection, group_id: int, products_root: Path) -> dict[str, Any
     return {
         "status": dict(rows[0]._mapping),
         "members": members,
-        "quality": quality_reports(conn, group_id),
+        "quality": [
+            {**report, "figure_url": _figure_url(report, products_root, work_root)}
+            for report in quality_reports(conn, group_id)
+        ],
         "products": products(conn, group_id, products_root),
         "events": event_rows(conn, group_id=group_id, limit=100),
     }
+
+
+def _figure_url(report: dict[str, Any], products_root: Path, work_root: Path) -> str | None:
+    """The link to a quality report's figure: published, or staged under work/ while the
+    mosaic is held; None when the file is not there or lies outside both roots."""
+    path = Path(report["figure_path"])
+    if not path.is_file() or not (inside(path, products_root) or inside(path, work_root)):
+        return None
+    return f"/groups/{report['group_id']}/qa/{report['generation']}.png"
+
+
+def qa_figure(conn: Connection, group_id: int, generation: int, roots: list[Path]) -> Path | None:
+    """The QA figure of one group generation's mosaic, when it is a file under one of
+    ``roots`` (after following symlinks); None otherwise."""
+    for report in quality_reports(conn, group_id):
+        if report["generation"] == generation:
+            path = Path(report["figure_path"])
+            if path.is_file() and any(inside(path, root) for root in roots):
+                return path
+    return None
 
 
 def products(conn: Connection, group_id: int, products_root: Path) -> list[dict[str, Any]]:

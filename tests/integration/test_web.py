@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from matplotlib.image import imread
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from reconciler.cli import main
-from reconciler.db.engine import make_engine, reading
-from reconciler.db.models import Event, MosaicGroup
+from reconciler.db.engine import make_engine, reading, writing
+from reconciler.db.models import Event, MosaicGroup, QualityReport
 from reconciler.web.app import create_app
 from reconciler.web.serve import is_loopback
 from tests.conftest import BACKENDS, fresh_database_url, write_config
@@ -142,6 +142,36 @@ def test_mosaic_page_data_has_members_products_and_events(world, client):
     assert all(f["url"].startswith("/files/") for f in product["files"])
     assert any(e["message"].startswith("publishing → published") for e in found["events"])
     assert client.get("/api/groups/99999").status_code == 404
+
+
+def test_a_held_mosaics_staged_qa_figure_is_shown(world, client):
+    held = world.groups["held"]
+    (report,) = client.get(f"/api/groups/{held}").json()["quality"]
+    assert report["quality"] == "failed"
+    assert report["figure_url"] == f"/groups/{held}/qa/1.png"
+
+    figure = client.get(report["figure_url"])
+    assert figure.headers["content-type"] == "image/png"
+    assert imread(io.BytesIO(figure.content)).shape[0] > 100
+    assert f'src="/groups/{held}/qa/1.png"' in client.get(f"/groups/{held}").text
+    assert client.get(f"/groups/{held}/qa/2.png").status_code == 404
+    assert client.get(f"/groups/{world.groups['failed']}/qa/1.png").status_code == 404
+
+    # A report whose figure lies outside the roots is never served.
+    outside = world.settings.paths.work.parent / "elsewhere.png"
+    shutil.copy(world.settings.paths.work / "staging" / "held" / "mosaic.qa.png", outside)
+    other = world.groups["insufficient"]
+    engine = make_engine(world.url)
+    with writing(engine) as conn:
+        conn.execute(
+            insert(QualityReport).values(
+                group_id=other, generation=1, quality="failed", summary="-", figures="{}",
+                figure_path=str(outside),
+            )
+        )  # fmt: skip
+    engine.dispose()
+    assert client.get(f"/api/groups/{other}").json()["quality"][0]["figure_url"] is None
+    assert client.get(f"/groups/{other}/qa/1.png").status_code == 404
 
 
 def test_published_files_are_served_only_from_the_products_root(world, client):
@@ -308,6 +338,10 @@ def test_pages_in_a_real_browser(world, site, browser):
     download = page.locator("ul.files a").first.get_attribute("href")
     assert download.startswith("/files/") and download.endswith(".fits")
     _screenshot(page, "mosaic", backend)
+
+    page.goto(f"{site}/groups/{world.groups['held']}")
+    assert "held" in page.locator("h1").inner_text()
+    assert _image_loaded(page, "img.qa")
 
     page.click("header a[href='/failures']")
     page.wait_for_load_state()

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, insert, update
 
 from reconciler.config import Settings
 from reconciler.db.engine import make_engine, writing
-from reconciler.db.models import Action, MosaicGroup
+from reconciler.db.models import Action, MosaicGroup, QualityReport
 from reconciler.desired.explicit import request_window
 from reconciler.engine.registry import ActionRegistry
 from reconciler.service import Reconciler
@@ -102,7 +102,18 @@ def _fill(engine: Engine, settings: Settings) -> dict[str, int]:
                     dec_deg=DEC,
                 )
             )
+    figure = _held_qa_figure(settings.paths.work / "staging" / "held" / "mosaic.qa.png")
     with writing(engine) as conn:
+        conn.execute(
+            insert(QualityReport).values(
+                group_id=groups["held"],
+                generation=1,
+                quality="failed",
+                summary="rms 12.1 mJy/beam is 8.20 times the expected 1.48",
+                figures="{}",
+                figure_path=str(figure),
+            )
+        )
         conn.execute(
             insert(Action).values(
                 kind="image",
@@ -132,3 +143,16 @@ def _fill(engine: Engine, settings: Settings) -> dict[str, int]:
             )
         )
     return groups
+
+
+def _held_qa_figure(path: Path) -> Path:
+    """A real PNG where the assess step stages a held mosaic's QA figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(4, 3))
+    FigureCanvasAgg(figure)
+    figure.add_subplot().hist([0.1, 0.2, 0.2, 0.3], bins=3)
+    figure.savefig(path, format="png")
+    return path
