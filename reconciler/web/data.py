@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select, text
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text
 
 from reconciler.db.models import (
     Action,
@@ -121,17 +121,21 @@ def status(
     """The ``mosaic_status`` rows of the groups whose window overlaps the span (and on the
     strip, in the phase, when chosen), earliest window first: the fields of ``status``."""
     conditions = ["window_start < :end", "window_end > :start"]
-    params: dict[str, Any] = {"start": span.start, "end": span.end}
+    # Typed, so SQLite compares its stored spelling of a time with the same spelling.
+    params: list[Any] = [
+        bindparam("start", span.start, type_=UTCDateTime()),
+        bindparam("end", span.end, type_=UTCDateTime()),
+    ]
     if filters.dec is not None:
         conditions.append("abs(dec_deg - :dec) <= :tolerance")
-        params |= {"dec": filters.dec, "tolerance": tolerance_deg}
+        params += [bindparam("dec", filters.dec), bindparam("tolerance", tolerance_deg)]
     if filters.phase is not None:
         conditions.append("phase = :phase")
-        params["phase"] = filters.phase
+        params.append(bindparam("phase", filters.phase))
     sql = text(
         f"SELECT {', '.join(STATUS_COLUMNS)} FROM mosaic_status "
         f"WHERE {' AND '.join(conditions)} ORDER BY window_start, group_id"
-    ).bindparams(**params)
+    ).bindparams(*params)
     typed = sql.columns(window_start=UTCDateTime(), window_end=UTCDateTime())
     return [dict(row._mapping) for row in conn.execute(typed)]
 
