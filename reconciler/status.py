@@ -1,5 +1,6 @@
 """Read-only reports for people: the status table, the event history, the plan, the disk,
-the provenance of products, their quality assessments."""
+the provenance of products, their quality assessments, the queue and the lag behind the
+array."""
 
 from __future__ import annotations
 
