@@ -447,14 +447,13 @@ def lag(conn: Connection, now: datetime) -> dict[str, Any]:
     ).scalar()
     behind = None
     if newest_data is not None:
-        behind = (newest_data - (newest_published or newest_data)).total_seconds()
-        if newest_published is None:
-            first = conn.execute(select(func.min(Observation.start_time))).scalar()
-            behind = (newest_data - first).total_seconds()
+        # Nothing published yet: behind by all the data there is.
+        since = newest_published or conn.execute(select(func.min(Observation.start_time))).scalar()
+        behind = max((newest_data - since).total_seconds(), 0.0)
     return {
         "newest_observation_end": newest_data,
         "newest_published_window_end": newest_published,
-        "lag_seconds": None if behind is None else max(behind, 0.0),
+        "lag_seconds": behind,
         "newest_observation_age_seconds": (
             None if newest_data is None else (now - newest_data).total_seconds()
         ),

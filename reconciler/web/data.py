@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text, true
 
 from reconciler.db.models import (
     Action,
@@ -33,9 +33,6 @@ from reconciler.status import STATUS_COLUMNS, event_rows, quality_reports
 
 #: How far back the overview looks unless told: this many days up to the newest data.
 DEFAULT_DAYS = 7.0
-
-#: An observation's furthest step, in order; the timeline colours by it.
-OBSERVATION_STATES = ("problem", "arriving", "present", "converted", "calibrated", "imaged")
 
 #: Phases in the order the pages list them: the ones that need a person first.
 PHASE_ORDER = (
@@ -111,7 +108,7 @@ def newest_data_end(conn: Connection) -> datetime | None:
 def _strip(column: Any, filters: Filters, tolerance_deg: float) -> Any:
     """The condition "on the chosen dec strip" for a dec column (true when none chosen)."""
     if filters.dec is None:
-        return text("1 = 1")
+        return true()
     return func.abs(column - filters.dec) <= tolerance_deg
 
 
@@ -158,7 +155,8 @@ def phase_counts(
 
 
 def _observation_state() -> Any:
-    """SQL: an observation's furthest step (one of :data:`OBSERVATION_STATES`)."""
+    """SQL: an observation's furthest step: ``problem``, ``imaged``, ``calibrated``,
+    ``converted``, ``present`` or ``arriving``."""
     return case(
         (Observation.problem.is_not(None), "problem"),
         (Image.id.is_not(None), "imaged"),
@@ -419,13 +417,10 @@ def failures(conn: Connection, now: datetime) -> list[dict[str, Any]]:
         )
     for row in conn.execute(
         text(
-            "SELECT group_id, phase, reason, last_error, attempts FROM mosaic_status "
-            "WHERE phase IN ('failed', 'held')"
-        )
+            "SELECT group_id, phase, reason, last_error, attempts, status_updated_at "
+            "FROM mosaic_status WHERE phase IN ('failed', 'held')"
+        ).columns(status_updated_at=UTCDateTime())
     ):
-        updated = conn.execute(
-            select(MosaicGroup.status_updated_at).where(MosaicGroup.id == row.group_id)
-        ).scalar()
         command = (
             f"reconciler publish --accept {row.group_id}"
             if row.phase == Phase.HELD
@@ -442,7 +437,7 @@ def failures(conn: Connection, now: datetime) -> list[dict[str, Any]]:
                 "attempts": row.attempts,
                 "error_kind": None,
                 "reason": row.reason or row.last_error or "",
-                "at": updated,
+                "at": row.status_updated_at,
                 "command": command,
             }
         )
